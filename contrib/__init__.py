@@ -1,0 +1,1 @@
+"""Optional integrations: OpenTelemetry, ledgers, price sources, logging."""

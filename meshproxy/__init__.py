@@ -1,0 +1,1 @@
+"""meshproxy: a room-scoped LLM proxy. Public API re-exported here."""

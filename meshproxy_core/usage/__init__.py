@@ -1,0 +1,73 @@
+"""Usage accounting: one incremental state machine per endpoint kind.
+
+Owns: the `UsageMeter` seam the exchange feeds, the `RequestFacts` it needs from the request, the
+`Metering` result, and the factory that picks the machine for an endpoint kind.
+
+Does not own: content decoding (the exchange hands meters identity bytes), pricing, or records.
+Every meter is sans-IO and deterministic: the same bytes split at any points give the same result.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import attrs
+
+from ..records import Usage, UsageSource
+
+__all__ = ["Metering", "RequestFacts", "UsageMeter"]
+
+
+@attrs.frozen
+class RequestFacts:
+    """What the meters need to know about the request that the response answers."""
+
+    provider: str  # "openai" | "anthropic"
+    endpoint: str  # an EndpointKind value, e.g. "chat.completions"
+    model: str | None = None
+    stream: bool = False
+    # The proxy added stream_options.include_usage to a chat request whose client did not ask for
+    # it: the meter must remove the usage-only chunk (and the "usage" keys) from what it returns.
+    strip_usage_chunk: bool = False
+    n: int = 1  # images requested
+    size: str | None = None  # images: request size
+    quality: str | None = None  # images: request quality
+    input_characters: int = 0  # speech: characters of `input`
+    response_format: str | None = None  # transcription/translation/speech format
+    stream_format: str | None = None  # speech: "sse" | "audio"
+    batch_id: str | None = None  # anthropic batch results: the batch whose results these are
+
+
+@attrs.frozen
+class Metering:
+    """What a meter learned from one response."""
+
+    usage: Usage = attrs.field(factory=Usage)
+    source: UsageSource = UsageSource.NONE
+    raw_usage: Any = None
+    response_model: str | None = None
+    service_tier: str | None = None
+    error_type: str | None = None
+    error_code: str | None = None
+    batch_id: str | None = None
+    batch_custom_ids: tuple[str, ...] = ()
+    rewritten: bool = False  # the meter changed the bytes the client received
+
+
+class UsageMeter(Protocol):
+    """An accounting state machine for one response body."""
+
+    def feed(self, data: bytes) -> bytes:
+        """Take the next decoded body bytes; return the bytes to deliver to the client.
+
+        Returns `data` itself unless the meter must rewrite the stream (the injected chat usage
+        chunk); a rewriting meter may hold back an incomplete event until its end arrives.
+        """
+        ...
+
+    def finish(self, complete: bool) -> tuple[bytes, Metering]:
+        """End of body. `complete` is False when the stream was cut (client gone, reset, timeout).
+
+        Returns any held-back bytes still to deliver, and the metering.
+        """
+        ...
