@@ -197,3 +197,21 @@ def error_body(
             }
         }
     return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def stream_error_event(provider: str | None, message: str, code: str) -> bytes:
+    """An SSE event that ends a cut stream cleanly and makes the SDK raise (WIRE.md §1, §7, §13).
+
+    OpenAI: a data-only frame whose JSON has a top-level `error` (openai-python raises APIError
+    on it, whatever the endpoint). Anthropic: `event: error` (anthropic-python raises on it; a
+    data-only frame would be skipped silently).
+    """
+    if provider == "anthropic":
+        payload = {
+            "type": "error",
+            "error": {"type": "api_error", "message": message, "code": code},
+        }
+        data = json.dumps(payload, separators=(",", ":"))
+        return f"event: error\ndata: {data}\n\n".encode()
+    payload = {"error": {"message": message, "type": "server_error", "param": None, "code": code}}
+    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()

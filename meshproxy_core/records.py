@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
@@ -24,6 +24,7 @@ __all__ = [
     "Principal",
     "Usage",
     "UsageRecord",
+    "UsageSink",
     "UsageSource",
 ]
 
@@ -169,3 +170,24 @@ class UsageRecord:
     upstream_request_id: str | None = None
     batch_id: str | None = None
     batch_custom_ids: tuple[str, ...] = ()
+
+
+class UsageSink(Protocol):
+    """Where finished records go. `emit` must not block: a sink that writes somewhere slow
+    queues the record and writes it off the request path."""
+
+    def emit(self, record: UsageRecord) -> None: ...
+
+
+def record_to_dict(record: UsageRecord) -> dict[str, Any]:
+    """A JSON-ready dict of every field of `record`: enums as their values, money and seconds
+    as decimal strings (never floats, which would lose cents)."""
+    return attrs.asdict(record, recurse=True, value_serializer=_json_value)
+
+
+def _json_value(_instance: Any, _field: Any, value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Decimal):
+        return str(value)
+    return value

@@ -1,0 +1,249 @@
+"""The `meshproxy` command line.
+
+Owns: argument parsing, reading the config file and the process environment (the core reads
+neither), wiring sinks, and the banner that tells a newcomer what is running.
+
+  meshproxy serve   run the proxy (anyio + h11); with no provider key configured it starts the
+                    built-in simulated provider in-process, says so, and prints a ready token
+  meshproxy token   mint a dev room token
+
+Does not own: any decision about requests (the core) or serving (adapters.server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import sys
+import time
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import attrs
+
+from meshproxy_core.auth import mint_token
+from meshproxy_core.config import ConfigError, ProviderSettings, ProxyConfig
+from meshproxy_core.exchange import Proxy
+from meshproxy_core.records import UsageSink
+
+__all__ = ["main"]
+
+log = logging.getLogger("meshproxy")
+
+DEFAULT_PORT = 8787
+SIMULATED_KEY = "sk-simulated-provider"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args))
+    except ConfigError as exc:
+        print(f"meshproxy: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="meshproxy", description="Room-scoped LLM proxy.")
+    commands = parser.add_subparsers(dest="command")
+
+    serve = commands.add_parser("serve", help="run the proxy")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port")
+    serve.add_argument("--config", type=Path, help="TOML config file")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--records", type=Path, help="append every usage record to this JSONL file")
+    serve.add_argument(
+        "--log-http", action="store_true", help="log requests (credentials redacted)"
+    )
+    serve.add_argument("--public-url", help="the URL clients reach the proxy at")
+    serve.add_argument(
+        "--simulate", action="store_true", help="use the simulated provider even if keys are set"
+    )
+    serve.set_defaults(run=_serve)
+
+    token = commands.add_parser("token", help="mint a dev room token")
+    token.add_argument("--room", required=True)
+    token.add_argument("--participant", required=True)
+    token.add_argument("--project", default="dev-project")
+    token.add_argument("--models", action="append", help="provider/model pattern (repeatable)")
+    token.add_argument("--ttl", type=float, default=3600.0, help="seconds")
+    token.add_argument("--session")
+    token.add_argument("--kid")
+    token.add_argument("--secret", help="signing secret (default: $MESHAGENT_SECRET)")
+    token.set_defaults(run=_token)
+    return parser
+
+
+def load_config(path: Path | None, env: Mapping[str, str]) -> ProxyConfig:
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read {path}: {exc}") from exc
+    return ProxyConfig.from_mapping(data, env)
+
+
+def _token(args: argparse.Namespace) -> int:
+    secret = args.secret or os.environ.get("MESHAGENT_SECRET")
+    if not secret:
+        print("meshproxy token: no secret; pass --secret or set MESHAGENT_SECRET", file=sys.stderr)
+        return 2
+    models = [m for group in args.models or [] for m in group.split(",") if m]
+    print(
+        mint_token(
+            secret,
+            project=args.project,
+            room=args.room,
+            participant=args.participant,
+            now=time.time(),
+            ttl=args.ttl,
+            models=models or None,
+            session=args.session,
+            kid=args.kid,
+        )
+    )
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    config = load_config(args.config, os.environ)
+    if args.public_url:
+        config = attrs.evolve(config, public_url=args.public_url)
+    anyio.run(_serve_async, args, config)
+    return 0
+
+
+async def _serve_async(args: argparse.Namespace, config: ProxyConfig) -> None:
+    from meshproxy.adapters.server import Server
+    from meshproxy.adapters.testing import serve_simulated_provider
+
+    generated_secret = not config.secrets
+    if generated_secret:
+        config = attrs.evolve(config, secrets={"": secrets.token_urlsafe(32)})
+    simulated = args.simulate or not config.has_any_provider_key()
+    sinks = _sinks(args)
+    async with anyio.create_task_group() as group:
+        if simulated:
+            sim_port = await group.start(serve_simulated_provider, "127.0.0.1", 0)
+            config = _simulated(config, f"http://127.0.0.1:{sim_port}")
+        server = Server(Proxy(config, prices=_prices(config)), sinks=sinks, log_http=args.log_http)
+        port = await group.start(server.serve, args.host, args.port)
+        _banner(config, args.host, port, simulated=simulated, generated_secret=generated_secret)
+        await server.wait_stopped()
+        group.cancel_scope.cancel()
+    for sink in sinks:
+        close = getattr(sink, "close", None)
+        if close is not None:
+            close()
+
+
+def _simulated(config: ProxyConfig, base: str) -> ProxyConfig:
+    providers = {
+        "openai": ProviderSettings(api_key=SIMULATED_KEY, base_url=f"{base}/v1"),
+        "anthropic": ProviderSettings(api_key=SIMULATED_KEY, base_url=base),
+    }
+    return attrs.evolve(config, providers=providers, projects={}, simulated=True)
+
+
+def _prices(config: ProxyConfig) -> Any:
+    try:
+        from meshproxy_core.pricing import PriceBook
+    except ImportError:  # pricing is optional until the price book ships
+        return None
+    book = PriceBook.default()
+    return book.with_overrides(config.price_overrides) if config.price_overrides else book
+
+
+def _sinks(args: argparse.Namespace) -> list[UsageSink]:
+    sinks: list[UsageSink] = [_LogSink()]
+    if args.records is not None:
+        from meshproxy.contrib.jsonl import JsonlSink
+
+        sinks.append(JsonlSink(args.records))
+    return sinks
+
+
+class _LogSink:
+    """Logs one line per record: who, what, how much (never a credential)."""
+
+    def emit(self, record: Any) -> None:
+        principal = record.principal
+        who = f"{principal.project}/{principal.room}/{principal.participant}" if principal else "-"
+        cost = record.cost.total if record.cost is not None else "-"
+        log.info(
+            "record %s %s %s %s status=%s outcome=%s tokens=%s cost=%s",
+            record.request_id,
+            who,
+            record.endpoint or "-",
+            record.model or "-",
+            record.status,
+            record.outcome.value,
+            record.usage.token_total(),
+            cost,
+        )
+
+
+def _banner(
+    config: ProxyConfig, host: str, port: int, *, simulated: bool, generated_secret: bool
+) -> None:
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    lines = [f"meshproxy listening on {url}"]
+    if simulated:
+        lines += [
+            "",
+            "!" * 78,
+            "!! No provider API key is configured: requests go to the BUILT-IN SIMULATED",
+            "!! PROVIDER. Answers are generated locally; nothing reaches OpenAI/Anthropic.",
+            "!! Set OPENAI_API_KEY / ANTHROPIC_API_KEY (or a config file) for real providers.",
+            "!" * 78,
+        ]
+    if generated_secret or simulated:
+        token = mint_token(
+            config.secrets.get("") or next(iter(config.secrets.values())),
+            project="dev-project",
+            room="dev-room",
+            participant="you",
+            now=time.time(),
+            ttl=24 * 3600,
+        )
+        if generated_secret:
+            lines += ["", "No MESHAGENT_SECRET set: generated a secret for this process only."]
+        lines += [
+            "",
+            "A room token (project dev-project, room dev-room, valid 24 h):",
+            f"  export MESHPROXY_TOKEN={token}",
+            "",
+            _EXAMPLE.format(url=url),
+        ]
+    print("\n".join(lines), flush=True)
+
+
+_EXAMPLE = """\
+Try it (in another terminal, after the export above):
+  curl -s {url}/openai/v1/chat/completions \\
+    -H "Authorization: Bearer $MESHPROXY_TOKEN" \\
+    -H "Content-Type: application/json" \\
+    -d '{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"Hello"}}]}}'
+
+or with the OpenAI SDK:
+  OPENAI_BASE_URL={url}/openai/v1 OPENAI_API_KEY="$MESHPROXY_TOKEN" python -c \\
+    'import openai; print(openai.OpenAI().chat.completions.create(model="gpt-4o-mini", \\
+     messages=[{{"role":"user","content":"Hello"}}]).choices[0].message.content)'"""
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,148 @@
+"""Async relay of one forwarded request: upstream through httpcore, downstream through a port.
+
+Owns: the I/O of talking to the provider (an httpcore async connection pool, timeouts, mapping
+httpcore's exceptions to an `Ending`) and pumping bytes between it and any async downstream (the
+h11 server, ASGI). Both async adapters call `relay()`, so the order of exchange calls, and what
+happens on every kind of failure, is written once.
+
+Does not own: any decision. The exchange decides what the client sees and what the record says;
+this module only reads, calls, writes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import anyio
+import attrs
+import httpcore
+
+from meshproxy_core.exchange import Exchange, Forward
+from meshproxy_core.records import Ending
+
+__all__ = ["ClientGone", "Downstream", "UpstreamPool", "UpstreamTimeouts", "relay"]
+
+Clock = Callable[[], float]
+
+
+class ClientGone(Exception):
+    """The downstream client went away while the response was being written."""
+
+
+class Downstream(Protocol):
+    """Where the response goes: implemented by each async adapter."""
+
+    async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None: ...
+
+    async def send(self, data: bytes) -> None: ...
+
+    async def end(self, *, clean: bool) -> None: ...
+
+
+@attrs.frozen
+class UpstreamTimeouts:
+    connect: float = 10.0
+    # Between two reads of the upstream body, not the whole response: a long stream is fine as
+    # long as it keeps moving. Non-streaming reasoning requests can think for minutes.
+    read: float = 600.0
+    write: float = 60.0
+    pool: float = 30.0
+
+
+class UpstreamPool:
+    """A keep-alive httpcore pool shared by every exchange of one adapter instance."""
+
+    def __init__(
+        self, *, timeouts: UpstreamTimeouts | None = None, max_connections: int = 256
+    ) -> None:
+        self.timeouts = timeouts or UpstreamTimeouts()
+        self._pool = httpcore.AsyncConnectionPool(
+            max_connections=max_connections, keepalive_expiry=30.0, retries=0
+        )
+
+    def stream(self, forward: Forward):  # type: ignore[no-untyped-def]
+        t = self.timeouts
+        return self._pool.stream(
+            forward.method,
+            forward.url,
+            headers=forward.headers,
+            content=forward.body if forward.body or forward.method != "GET" else None,
+            extensions={
+                "timeout": {"connect": t.connect, "read": t.read, "write": t.write, "pool": t.pool}
+            },
+        )
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+
+
+def _ending_for(exc: BaseException) -> Ending:
+    if isinstance(exc, httpcore.TimeoutException):
+        return Ending.TIMEOUT
+    return Ending.UPSTREAM_FAILED
+
+
+_UPSTREAM_ERRORS = (httpcore.NetworkError, httpcore.TimeoutException, httpcore.ProtocolError)
+
+
+async def relay(
+    exchange: Exchange,
+    forward: Forward,
+    pool: UpstreamPool,
+    downstream: Downstream,
+    *,
+    clock: Clock = time.time,
+    cancel_ending: Callable[[], Ending] = lambda: Ending.CLIENT_GONE,
+) -> None:
+    """Send `forward` upstream and stream the answer to `downstream`.
+
+    Always leaves `exchange.record` set, whatever happens, including cancellation (then the
+    ending is `cancel_ending()`: the caller knows whether the client left or the proxy stops).
+    """
+    try:
+        await _relay(exchange, forward, pool, downstream, clock)
+    except anyio.get_cancelled_exc_class():
+        exchange.abandon(cancel_ending(), now=clock())
+        raise
+    except ClientGone:
+        exchange.abandon(Ending.CLIENT_GONE, now=clock())
+
+
+async def _relay(
+    exchange: Exchange,
+    forward: Forward,
+    pool: UpstreamPool,
+    downstream: Downstream,
+    clock: Clock,
+) -> None:
+    head_sent = False
+    try:
+        async with pool.stream(forward) as response:
+            head = exchange.response_head(response.status, response.headers)
+            await downstream.start(head.status, head.headers)
+            head_sent = True
+            ending = Ending.COMPLETE
+            try:
+                async for chunk in response.aiter_stream():
+                    out = exchange.response_data(chunk)
+                    if out:
+                        await downstream.send(out)
+            except _UPSTREAM_ERRORS as exc:
+                ending = _ending_for(exc)
+            tail = exchange.finish(ending, now=clock())
+            if tail:
+                await downstream.send(tail)
+            # A cut stream that the exchange closed with an error event ends cleanly; any other
+            # cut response is ended abruptly, so the client sees it is incomplete.
+            await downstream.end(clean=ending is Ending.COMPLETE or bool(tail))
+    except _UPSTREAM_ERRORS as exc:
+        if head_sent:
+            exchange.abandon(_ending_for(exc), now=clock())
+            await downstream.end(clean=False)
+            return
+        reject = exchange.upstream_failed(_ending_for(exc), now=clock())
+        await downstream.start(reject.status, reject.headers)
+        await downstream.send(reject.body)
+        await downstream.end(clean=True)

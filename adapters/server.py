@@ -1,0 +1,387 @@
+"""A minimal HTTP/1.1 server for the proxy, on anyio + h11.
+
+Owns: sockets. Accepting connections, reading requests with h11 under limits (header size, body
+size, header-read and keep-alive idle timeouts), keep-alive, watching the client while a
+response streams so a disconnect cancels the upstream request, and graceful shutdown (stop
+accepting, let in-flight responses finish up to a deadline, then cut them; every cut request
+still ends in a record).
+
+Does not own: any decision about a request (the exchange) or the upstream I/O (relay).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Callable, Sequence
+
+import anyio
+import anyio.abc
+import attrs
+import h11
+
+from meshproxy_core.exchange import Exchange, NeedBody, Proxy, Reject
+from meshproxy_core.headers import redacted
+from meshproxy_core.records import Ending, UsageRecord, UsageSink
+
+from .relay import ClientGone, UpstreamPool, UpstreamTimeouts, relay
+
+__all__ = ["Server", "ServerLimits"]
+
+log = logging.getLogger("meshproxy.server")
+http_log = logging.getLogger("meshproxy.http")
+
+_READ_SIZE = 65536
+
+
+@attrs.frozen
+class ServerLimits:
+    max_header_bytes: int = 64 * 1024
+    header_timeout: float = 15.0  # from connection (or previous response) to a complete head
+    body_timeout: float = 60.0  # between two reads of the request body
+    idle_timeout: float = 75.0  # keep-alive: how long an idle connection is kept open
+    shutdown_grace: float = 30.0  # how long in-flight responses may run after SIGTERM
+    max_connections: int = 10_000
+
+
+class Server:
+    """Serves one `Proxy` on one address. `serve()` runs until `shutdown()` or a signal."""
+
+    def __init__(
+        self,
+        proxy: Proxy,
+        *,
+        sinks: Sequence[UsageSink] = (),
+        limits: ServerLimits | None = None,
+        timeouts: UpstreamTimeouts | None = None,
+        clock: Callable[[], float] = time.time,
+        log_http: bool = False,
+    ) -> None:
+        self.proxy = proxy
+        self.sinks = list(sinks)
+        self.limits = limits or ServerLimits()
+        self.clock = clock
+        self.log_http = log_http
+        self.pool = UpstreamPool(timeouts=timeouts)
+        self.port: int | None = None
+        self._stopping = anyio.Event()
+        self._stopped = anyio.Event()
+        self._connections: set[_Connection] = set()
+
+    async def serve(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8787,
+        *,
+        task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+        handle_signals: bool = True,
+    ) -> None:
+        listener = await anyio.create_tcp_listener(
+            local_host=host, local_port=port, reuse_port=False
+        )
+        self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        try:
+            async with anyio.create_task_group() as outer:
+                if handle_signals:
+                    outer.start_soon(self._watch_signals)
+                async with anyio.create_task_group() as connections:
+                    outer.start_soon(self._accept_until_stopped, listener, connections)
+                    task_status.started(self.port)
+                    await self._stopping.wait()
+                    await listener.aclose()
+                    await self._drain(connections)
+                outer.cancel_scope.cancel()
+        finally:
+            await self.pool.aclose()
+            self._stopped.set()
+
+    def shutdown(self) -> None:
+        self._stopping.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.warning("received %s: shutting down", signal.Signals(signum).name)
+                self.shutdown()
+                return
+
+    async def _accept_until_stopped(
+        self, listener: anyio.abc.Listener, connections: anyio.abc.TaskGroup
+    ) -> None:
+        try:
+            while not self._stopping.is_set():
+                stream = await listener.accept()
+                if len(self._connections) >= self.limits.max_connections:
+                    await stream.aclose()
+                    continue
+                connections.start_soon(self._handle, stream)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            return
+
+    async def _drain(self, connections: anyio.abc.TaskGroup) -> None:
+        for connection in list(self._connections):
+            connection.stop_when_idle()
+        with anyio.move_on_after(self.limits.shutdown_grace):
+            while self._connections:
+                await anyio.sleep(0.05)
+        for connection in list(self._connections):
+            connection.cancel_for_shutdown()
+
+    async def _handle(self, stream: anyio.abc.SocketStream) -> None:
+        connection = _Connection(self, stream)
+        self._connections.add(connection)
+        try:
+            await connection.run()
+        finally:
+            self._connections.discard(connection)
+            await stream.aclose()
+
+    def emit(self, record: UsageRecord | None) -> None:
+        if record is None:
+            return
+        for sink in self.sinks:
+            try:
+                sink.emit(record)
+            except Exception:  # a broken sink must not take the proxy down
+                log.exception("usage sink %r failed", sink)
+
+
+class _Connection:
+    """One client connection: a loop of request/response cycles over h11."""
+
+    def __init__(self, server: Server, stream: anyio.abc.SocketStream) -> None:
+        self.server = server
+        self.stream = stream
+        self.h11 = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=server.limits.max_header_bytes
+        )
+        self.scope = anyio.CancelScope()
+        self.busy = False
+        self.closing = False
+        self.cancel_reason = Ending.CLIENT_GONE
+
+    def stop_when_idle(self) -> None:
+        self.closing = True
+        if not self.busy:
+            self.scope.cancel()
+
+    def cancel_for_shutdown(self) -> None:
+        self.cancel_reason = Ending.SHUTDOWN
+        self.scope.cancel()
+
+    async def run(self) -> None:
+        with self.scope:
+            try:
+                while not self.closing:
+                    if not await self._cycle():
+                        return
+                    if self.h11.our_state is h11.MUST_CLOSE:
+                        return
+                    self.h11.start_next_cycle()
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream):
+                return
+            except h11.RemoteProtocolError as exc:
+                await self._send_protocol_error(exc)
+
+    async def _next_event(self, timeout: float) -> h11.Event | type[h11.PAUSED]:
+        while True:
+            event = self.h11.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            with anyio.fail_after(timeout):
+                data = await self.stream.receive(_READ_SIZE)
+            self.h11.receive_data(data)
+
+    async def _receive_or_eof(self, timeout: float) -> h11.Event | type[h11.PAUSED] | None:
+        try:
+            return await self._next_event(timeout)
+        except (TimeoutError, anyio.EndOfStream):
+            return None
+
+    async def _cycle(self) -> bool:
+        """Serve one request. Returns False when the connection should close."""
+        first_timeout = self.server.limits.idle_timeout
+        event = await self._receive_or_eof(first_timeout)
+        if event is None or isinstance(event, h11.ConnectionClosed):
+            return False
+        if not isinstance(event, h11.Request):
+            return False
+        self.busy = True
+        try:
+            return await self._serve(event)
+        finally:
+            self.busy = False
+
+    async def _serve(self, request: h11.Request) -> bool:
+        server = self.server
+        exchange = server.proxy.exchange(now=server.clock())
+        target = request.target.decode("latin-1")
+        headers = list(request.headers)
+        try:
+            decision = exchange.request_head(
+                request.method.decode("latin-1"),
+                target,
+                headers,
+                content_length=_content_length(headers),
+            )
+            if isinstance(decision, Reject):
+                await self._send_reject(decision)
+                return self._can_continue()
+            body = await self._read_body(decision)
+            if body is None:
+                await self._send_reject(exchange.body_too_large())
+                return False
+            forward = exchange.request_body(body)
+            if isinstance(forward, Reject):
+                await self._send_reject(forward)
+                return self._can_continue()
+            await self._relay(exchange, forward)
+            return self._can_continue()
+        except anyio.get_cancelled_exc_class():
+            exchange.abandon(self.cancel_reason, now=server.clock())
+            raise
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream):
+            exchange.abandon(Ending.CLIENT_GONE, now=server.clock())
+            return False
+        finally:
+            server.emit(exchange.record)
+            if server.log_http:
+                self._log(request, exchange)
+
+    async def _read_body(self, need: NeedBody) -> bytes | None:
+        if self.h11.they_are_waiting_for_100_continue:
+            await self._send(h11.InformationalResponse(status_code=100, headers=[]))
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            event = await self._next_event(self.server.limits.body_timeout)
+            if isinstance(event, h11.Data):
+                size += len(event.data)
+                if size > need.max_bytes:
+                    return None
+                parts.append(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                return b"".join(parts)
+            else:
+                raise anyio.EndOfStream
+
+    async def _relay(self, exchange: Exchange, forward: object) -> None:
+        downstream = _H11Downstream(self)
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._watch_client, group.cancel_scope)
+            await relay(
+                exchange,
+                forward,  # type: ignore[arg-type]
+                self.server.pool,
+                downstream,
+                clock=self.server.clock,
+                cancel_ending=lambda: self.cancel_reason,
+            )
+            group.cancel_scope.cancel()
+        if exchange.record is not None and exchange.record.ending is Ending.CLIENT_GONE:
+            self.closing = True
+
+    async def _watch_client(self, scope: anyio.CancelScope) -> None:
+        """While a response streams, notice the client leaving and cancel the relay.
+
+        Bytes that arrive meanwhile are a pipelined next request: h11 buffers them for the next
+        cycle. A client that pipelines more than the header limit is no longer watched.
+        """
+        buffered = 0
+        while buffered <= self.server.limits.max_header_bytes:
+            try:
+                data = await self.stream.receive(_READ_SIZE)
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                data = b""
+            if not data:
+                self.cancel_reason = Ending.CLIENT_GONE
+                self.closing = True
+                scope.cancel()
+                return
+            buffered += len(data)
+            self.h11.receive_data(data)
+
+    async def _send(self, event: h11.Event) -> None:
+        data = self.h11.send(event)
+        if data:
+            await self.stream.send(data)
+
+    async def _send_reject(self, reject: Reject) -> None:
+        await self._send(h11.Response(status_code=reject.status, headers=reject.headers))
+        await self._send(h11.Data(data=reject.body))
+        await self._send(h11.EndOfMessage())
+
+    def _can_continue(self) -> bool:
+        # A refused request whose body was never read leaves the connection mid-message: close.
+        return self.h11.their_state is h11.DONE and self.h11.our_state is h11.DONE
+
+    async def _send_protocol_error(self, exc: h11.RemoteProtocolError) -> None:
+        if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        status = exc.error_status_hint
+        body = b'{"error":{"message":"Malformed HTTP request.","type":"invalid_request_error",'
+        body += b'"param":null,"code":"bad_http_request"}}'
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        try:
+            await self._send(h11.Response(status_code=status, headers=headers))
+            await self._send(h11.Data(data=body))
+            await self._send(h11.EndOfMessage())
+        except (h11.LocalProtocolError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return
+
+    def _log(self, request: h11.Request, exchange: Exchange) -> None:
+        record = exchange.record
+        http_log.info(
+            "%s %s -> %s %s headers=%s",
+            request.method.decode("latin-1"),
+            request.target.decode("latin-1").split("?")[0],
+            record.status if record else "-",
+            record.outcome.value if record else "-",
+            redacted(list(request.headers)),
+        )
+
+
+class _H11Downstream:
+    def __init__(self, connection: _Connection) -> None:
+        self.c = connection
+
+    async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        await self._guard(self.c._send(h11.Response(status_code=status, headers=headers)))
+
+    async def send(self, data: bytes) -> None:
+        await self._guard(self.c._send(h11.Data(data=data)))
+
+    async def end(self, *, clean: bool) -> None:
+        if clean:
+            try:
+                await self._guard(self.c._send(h11.EndOfMessage()))
+                return
+            except (ClientGone, h11.LocalProtocolError):
+                pass
+        # An incomplete body must look incomplete to the client: close without the last chunk.
+        self.c.closing = True
+        await self.c.stream.aclose()
+
+    async def _guard(self, coro: object) -> None:
+        try:
+            await coro  # type: ignore[misc]
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+            raise ClientGone from exc
+
+
+def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    for key, value in headers:
+        if key == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None

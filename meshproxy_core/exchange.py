@@ -1,0 +1,507 @@
+"""One proxied request, end to end, as a sans-IO state machine.
+
+Owns: the order of decisions for one request (route, authenticate, room binding, body limit,
+model grant, price check, rewrite), feeding the response through the usage meter, and building
+the single `UsageRecord` every request ends in, clean ending or not.
+
+States and transitions (every other call raises `ExchangeStateError`):
+
+    AWAIT_HEAD --request_head()--> AWAIT_BODY           (the head is acceptable so far)
+               \\-------------->   DONE                 (Reject: refused before the body)
+    AWAIT_BODY --request_body()--> FORWARDED            (Forward: send this upstream)
+               \\-------------->   DONE                 (Reject)
+    FORWARDED  --response_head()--> STREAMING
+               \\--upstream_failed()--> DONE            (Reject-shaped 502/504 for the client)
+    STREAMING  --response_data()*--> STREAMING
+               \\--finish(ending)--> DONE
+    any state before DONE --abandon(ending)--> DONE    (client gone before a response existed)
+
+An adapter reads, calls, writes, and hands `record` to its sinks once the state is DONE.
+
+Does not own: sockets, timers, retries, the clock (every time is an argument), or where records
+go. Usage parsing lives in usage/, prices in pricing, header rules in headers.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+import attrs
+
+from . import auth, routes
+from . import headers as header_rules
+from .config import ProviderSettings, ProxyConfig
+from .encoding import ContentDecoder, DecodingError
+from .errors import (
+    BodyTooLarge,
+    ModelNotPriced,
+    ProxyError,
+    RoomMismatch,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    error_body,
+    stream_error_event,
+)
+from .records import Cost, Ending, Outcome, Principal, Usage, UsageRecord, UsageSource
+from .usage import Metering, RequestFacts, UsageMeter
+from .usage.request_facts import read_request
+from .usage.select import meter_for
+
+if TYPE_CHECKING:
+    from .pricing import PriceBook
+
+__all__ = ["Exchange", "ExchangeStateError", "Forward", "Reject", "ResponseHead"]
+
+Headers = Sequence[tuple[bytes, bytes]]
+
+
+class ExchangeStateError(RuntimeError):
+    """An adapter called the exchange out of order: a bug in the adapter, never in the input."""
+
+
+class _State(enum.Enum):
+    AWAIT_HEAD = "await_head"
+    AWAIT_BODY = "await_body"
+    FORWARDED = "forwarded"
+    STREAMING = "streaming"
+    DONE = "done"
+
+
+@attrs.frozen
+class Reject:
+    """Answer the client with this response; nothing goes upstream."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+@attrs.frozen
+class NeedBody:
+    """The head is acceptable; read at most `max_bytes` of body and call `request_body`."""
+
+    max_bytes: int
+
+
+@attrs.frozen
+class Forward:
+    """Send this request upstream."""
+
+    method: str
+    url: str
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+@attrs.frozen
+class ResponseHead:
+    status: int
+    headers: list[tuple[bytes, bytes]]
+
+
+class Exchange:
+    """Created by `Proxy.exchange()`; one per client request."""
+
+    def __init__(
+        self,
+        config: ProxyConfig,
+        verifier: auth.TokenVerifier,
+        prices: PriceBook | None,
+        *,
+        request_id: str,
+        now: float,
+    ) -> None:
+        self._config = config
+        self._verifier = verifier
+        self._prices = prices
+        self._request_id = request_id
+        self._started_at = now
+        self._state = _State.AWAIT_HEAD
+        self._method = ""
+        self._route: routes.Route | None = None
+        self._provider: str | None = None
+        self._principal: Principal | None = None
+        self._client_headers: Headers = ()
+        self._facts: RequestFacts | None = None
+        self._status = 0
+        self._meter: UsageMeter | None = None
+        self._decoder: ContentDecoder | None = None
+        self._deliver_decoded = False
+        self._decode_failed = False
+        self._event_stream = False
+        self._upstream_request_id: str | None = None
+        self._reject: ProxyError | None = None
+        self.record: UsageRecord | None = None
+
+    @property
+    def request_id(self) -> str:
+        return self._request_id
+
+    @property
+    def principal(self) -> Principal | None:
+        return self._principal
+
+    @property
+    def route(self) -> routes.Route | None:
+        return self._route
+
+    # -- request side -----------------------------------------------------------------------
+
+    def request_head(
+        self, method: str, target: str, headers: Headers, *, content_length: int | None
+    ) -> Reject | NeedBody:
+        """Decide everything that needs no body: path, method, token, room, declared size."""
+        self._expect(_State.AWAIT_HEAD)
+        self._method = method
+        self._client_headers = headers
+        try:
+            self._route = routes.match_route(method, target, mount=self._config.mount)
+            self._provider = self._route.provider
+            token = auth.extract_token(self._route.provider, headers)
+            principal = self._verifier.verify(token, now=self._started_at)
+            session = headers_value_str(headers, header_rules.SESSION_HEADER)
+            if session:
+                principal = attrs.evolve(principal, session=session)
+            self._principal = principal
+            if self._route.room is not None and self._route.room != principal.room:
+                raise RoomMismatch(self._route.provider)
+            if content_length is not None and content_length > self._config.max_body_bytes:
+                raise BodyTooLarge(self._route.provider)
+        except ProxyError as refusal:
+            return self._refuse(refusal)
+        self._state = _State.AWAIT_BODY
+        return NeedBody(self._config.max_body_bytes)
+
+    def body_too_large(self) -> Reject:
+        """The adapter read more than `NeedBody.max_bytes` of body."""
+        self._expect(_State.AWAIT_BODY)
+        return self._refuse(BodyTooLarge(self._provider))
+
+    def request_body(self, body: bytes) -> Reject | Forward:
+        """Decide what needs the body (model grant, price), and rewrite the request."""
+        self._expect(_State.AWAIT_BODY)
+        route, principal = self._route, self._principal
+        assert route is not None and principal is not None
+        try:
+            if len(body) > self._config.max_body_bytes:
+                raise BodyTooLarge(route.provider)
+            content_type = headers_value_str(self._client_headers, b"content-type")
+            facts, upstream_body = read_request(
+                route.provider, route.kind.value, content_type, body
+            )
+            facts = attrs.evolve(
+                facts,
+                public_base_url=self._public_base_url(),
+                batch_id=(
+                    route.object_id
+                    if route.kind is routes.EndpointKind.MESSAGE_BATCH_RESULTS
+                    else None
+                ),
+            )
+            self._facts = facts
+            if route.kind not in routes.FREE_KINDS:
+                auth.check_model_grant(principal, route.provider, facts.model)
+                self._check_priced(route, facts)
+            settings = self._config.provider_settings(
+                route.provider, principal.project, principal.room
+            )
+        except ProxyError as refusal:
+            return self._refuse(refusal)
+        self._state = _State.FORWARDED
+        return Forward(
+            method=self._method,
+            url=settings.upstream_url(route.provider, route.upstream_path, route.query),
+            headers=header_rules.request_headers_upstream(
+                self._client_headers,
+                credentials=_credentials(route.provider, settings),
+                defaults=self._default_headers(route.provider),
+                identity_only=facts.strip_usage_chunk,
+            ),
+            body=upstream_body,
+        )
+
+    def _check_priced(self, route: routes.Route, facts: RequestFacts) -> None:
+        if self._prices is None or facts.model is None:
+            return
+        if route.kind in _UNMETERED_KINDS:
+            return
+        if not self._prices.can_price(route.provider, route.kind.value, facts.model):
+            raise ModelNotPriced(route.provider, facts.model)
+
+    def _default_headers(self, provider: str) -> list[tuple[bytes, bytes]]:
+        if provider == "anthropic":
+            return [(b"anthropic-version", self._config.default_anthropic_version.encode())]
+        return []
+
+    def _public_base_url(self) -> str | None:
+        route = self._route
+        if self._config.public_url is None or route is None:
+            return None
+        base = self._config.public_url.rstrip("/") + self._config.mount
+        if route.room is not None:
+            base += f"/rooms/{route.room}"
+        return base + ("/anthropic/v1" if route.provider == "anthropic" else "/openai/v1")
+
+    # -- response side ----------------------------------------------------------------------
+
+    def response_head(self, status: int, upstream_headers: Headers) -> ResponseHead:
+        self._expect(_State.FORWARDED)
+        facts = self._facts
+        assert facts is not None
+        self._status = status
+        self._upstream_request_id = headers_value_str(
+            upstream_headers, b"x-request-id"
+        ) or headers_value_str(upstream_headers, b"request-id")
+        content_type = headers_value_str(upstream_headers, b"content-type")
+        encoding = headers_value_str(upstream_headers, b"content-encoding")
+        self._meter = meter_for(facts, status, content_type)
+        self._event_stream = (content_type or "").startswith("text/event-stream")
+        self._decoder = ContentDecoder(encoding)
+        # A meter that rewrites the stream works on decoded bytes; if the upstream compressed
+        # anyway (it was asked for identity), the client gets the decoded bytes, relabelled.
+        self._deliver_decoded = facts.strip_usage_chunk and not self._decoder.is_identity
+        out_headers = header_rules.response_headers_to_client(
+            upstream_headers,
+            request_id=self._request_id,
+            body_rewritten=facts.strip_usage_chunk,
+        )
+        if self._deliver_decoded:
+            out_headers = [(k, v) for k, v in out_headers if k != b"content-encoding"]
+        self._state = _State.STREAMING
+        return ResponseHead(status, out_headers)
+
+    def response_data(self, chunk: bytes) -> bytes:
+        """Feed upstream body bytes; returns the bytes to send to the client."""
+        self._expect(_State.STREAMING)
+        meter, decoder = self._meter, self._decoder
+        assert meter is not None and decoder is not None
+        if self._decode_failed:
+            return chunk
+        if decoder.is_identity:
+            return meter.feed(chunk)
+        try:
+            decoded = decoder.decode(chunk)
+        except DecodingError:
+            self._decode_failed = True
+            return chunk
+        delivered = meter.feed(decoded)
+        return delivered if self._deliver_decoded else chunk
+
+    def finish(self, ending: Ending, *, now: float) -> bytes:
+        """The response ended (cleanly or not). Returns held-back bytes still to send; the
+        record is then in `self.record`."""
+        self._expect(_State.STREAMING)
+        meter, decoder = self._meter, self._decoder
+        assert meter is not None and decoder is not None
+        tail = b""
+        if not decoder.is_identity and not self._decode_failed:
+            try:
+                rest = decoder.flush()
+                if rest:
+                    delivered = meter.feed(rest)
+                    tail = delivered if self._deliver_decoded else b""
+            except DecodingError:
+                self._decode_failed = True
+        held, metering = meter.finish(ending is Ending.COMPLETE)
+        if self._decode_failed:
+            metering = attrs.evolve(metering, source=UsageSource.UNPARSEABLE)
+        self._complete(ending, now, metering)
+        return tail + held + self._cut_stream_event(ending)
+
+    def _cut_stream_event(self, ending: Ending) -> bytes:
+        """Close a cut event stream with an error event, so the client gets a well-formed stream
+        that its SDK turns into an exception instead of a silent truncation."""
+        if ending not in (Ending.UPSTREAM_FAILED, Ending.TIMEOUT) or self._status >= 400:
+            return b""
+        if not self._event_stream or not (self._decoder_identity() or self._deliver_decoded):
+            return b""
+        refusal = UpstreamTimeout if ending is Ending.TIMEOUT else UpstreamUnavailable
+        # A partial event may be pending in the client's parser; a blank line flushes it first.
+        return b"\n\n" + stream_error_event(self._provider, refusal.message, refusal.code)
+
+    def _decoder_identity(self) -> bool:
+        return self._decoder is not None and self._decoder.is_identity
+
+    def upstream_failed(self, ending: Ending, *, now: float) -> Reject:
+        """The upstream could not be reached, or reset/timed out before a response head."""
+        self._expect(_State.FORWARDED)
+        refusal: ProxyError = (
+            UpstreamTimeout(self._provider)
+            if ending is Ending.TIMEOUT
+            else UpstreamUnavailable(self._provider)
+        )
+        reject = self._error_response(refusal)
+        self._status = reject.status
+        self._complete(ending, now, Metering(), outcome=Outcome.FAILED, error=refusal)
+        return reject
+
+    def abandon(self, ending: Ending, *, now: float) -> None:
+        """The client went away, or the proxy is shutting down, before any response existed."""
+        if self._state is _State.DONE:
+            return
+        if self._state is _State.STREAMING:
+            self.finish(ending, now=now)
+            return
+        outcome = Outcome.FAILED if self._state is _State.FORWARDED else Outcome.REJECTED
+        self._complete(ending, now, Metering(), outcome=outcome)
+
+    # -- records ----------------------------------------------------------------------------
+
+    def _refuse(self, refusal: ProxyError) -> Reject:
+        reject = self._error_response(refusal)
+        self._status = reject.status
+        self._complete(
+            Ending.COMPLETE, self._started_at, Metering(), outcome=Outcome.REJECTED, error=refusal
+        )
+        return reject
+
+    def _error_response(self, refusal: ProxyError) -> Reject:
+        provider = refusal.provider or self._provider
+        body = error_body(
+            provider, refusal.status, refusal.message, refusal.code, request_id=self._request_id
+        )
+        head = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", self._request_id.encode()),
+            *refusal.extra_headers(),
+        ]
+        if provider == "anthropic":
+            head.append((b"request-id", self._request_id.encode()))
+        return Reject(refusal.status, head, body)
+
+    def _complete(
+        self,
+        ending: Ending,
+        now: float,
+        metering: Metering,
+        *,
+        outcome: Outcome | None = None,
+        error: ProxyError | None = None,
+    ) -> None:
+        facts = self._facts
+        route = self._route
+        partial = ending is not Ending.COMPLETE and outcome is None
+        if outcome is None:
+            outcome = self._outcome(ending, metering)
+        usage = metering.usage
+        cost = self._price(usage, metering) if not usage.is_zero() else None
+        self.record = UsageRecord(
+            id=self._request_id,
+            request_id=self._request_id,
+            provider=(route.provider if route else self._provider) or "",
+            endpoint=route.kind.value if route else "",
+            method=self._method,
+            path=route.upstream_path if route else "",
+            status=self._status,
+            outcome=outcome,
+            ending=ending,
+            started_at=self._started_at,
+            ended_at=now,
+            principal=self._principal,
+            model=facts.model if facts else None,
+            response_model=metering.response_model,
+            stream=facts.stream if facts else False,
+            usage=usage,
+            usage_source=metering.source,
+            partial=partial,
+            service_tier=metering.service_tier,
+            error_type=metering.error_type,
+            error_code=error.code if error is not None else metering.error_code,
+            reject_reason=error.code if error is not None and outcome is Outcome.REJECTED else None,
+            raw_usage=metering.raw_usage,
+            cost=cost,
+            upstream_request_id=self._upstream_request_id,
+            batch_id=metering.batch_id,
+            batch_custom_ids=metering.batch_custom_ids,
+        )
+        self._state = _State.DONE
+
+    def _outcome(self, ending: Ending, metering: Metering) -> Outcome:
+        if self._status >= 400:
+            return Outcome.UPSTREAM_ERROR
+        if ending is not Ending.COMPLETE:
+            return Outcome.PARTIAL
+        if metering.error_type is not None:
+            return Outcome.UPSTREAM_ERROR
+        return Outcome.OK
+
+    def _price(self, usage: Usage, metering: Metering) -> Cost | None:
+        route, facts = self._route, self._facts
+        if self._prices is None or route is None or facts is None:
+            return None
+        batch = route.kind is routes.EndpointKind.MESSAGE_BATCH_RESULTS
+        for model in (metering.response_model, facts.model):
+            if model and self._prices.resolve(route.provider, model) is not None:
+                return self._prices.price(
+                    route.provider, model, usage, service_tier=metering.service_tier, batch=batch
+                )
+        return Cost(
+            total=_ZERO,
+            incomplete=True,
+            missing_units=("model",),
+            price_version=self._prices.version,
+        )
+
+    def _expect(self, state: _State) -> None:
+        if self._state is not state:
+            raise ExchangeStateError(f"expected state {state.value}, in {self._state.value}")
+
+
+class Proxy:
+    """The immutable proxy: configuration, verifier and price book shared by all exchanges."""
+
+    def __init__(
+        self,
+        config: ProxyConfig,
+        *,
+        verifier: auth.TokenVerifier | None = None,
+        prices: PriceBook | None = None,
+        ids: Callable[[], str] | None = None,
+    ) -> None:
+        self.config = config
+        self.verifier = verifier or auth.HS256Verifier(config.secrets, leeway=config.leeway_seconds)
+        self.prices = prices
+        self._ids = ids or _random_id
+
+    def exchange(self, *, now: float, request_id: str | None = None) -> Exchange:
+        return Exchange(
+            self.config,
+            self.verifier,
+            self.prices,
+            request_id=request_id or self._ids(),
+            now=now,
+        )
+
+
+# Endpoints whose model is checked against the grant, but that bill nothing themselves:
+# batch creation is billed when its results are read (and then per line's model).
+_UNMETERED_KINDS = frozenset({routes.EndpointKind.MESSAGE_BATCHES})
+
+
+def _credentials(provider: str, settings: ProviderSettings) -> list[tuple[bytes, bytes]]:
+    assert settings.api_key
+    if provider == "anthropic":
+        return [(b"x-api-key", settings.api_key.encode())]
+    creds = [(b"authorization", b"Bearer " + settings.api_key.encode())]
+    if settings.organization:
+        creds.append((b"openai-organization", settings.organization.encode()))
+    if settings.project:
+        creds.append((b"openai-project", settings.project.encode()))
+    return creds
+
+
+def headers_value_str(items: Headers, name: bytes) -> str | None:
+    value = header_rules.header_value(items, name)
+    return value.decode("latin-1") if value is not None else None
+
+
+def _random_id() -> str:
+    return "req_" + uuid.uuid4().hex
+
+
+_ZERO = Decimal(0)
