@@ -138,8 +138,8 @@ async def _serve_async(args: argparse.Namespace, config: ProxyConfig) -> None:
     sinks = _sinks(args)
     async with anyio.create_task_group() as group:
         if simulated:
-            sim_port = await group.start(serve_simulated_provider, "127.0.0.1", 0)
-            config = _simulated(config, f"http://127.0.0.1:{sim_port}")
+            fake = await group.start(serve_simulated_provider, "127.0.0.1", 0)
+            config = _simulated(config, fake.base_url)
         server = Server(Proxy(config, prices=_prices(config)), sinks=sinks, log_http=args.log_http)
         port = await group.start(server.serve, args.host, args.port)
         _banner(config, args.host, port, simulated=simulated, generated_secret=generated_secret)

@@ -11,6 +11,7 @@ Does not own: any decision about a request (the exchange) or the upstream I/O (r
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import time
@@ -43,6 +44,8 @@ class ServerLimits:
     idle_timeout: float = 75.0  # keep-alive: how long an idle connection is kept open
     shutdown_grace: float = 30.0  # how long in-flight responses may run after SIGTERM
     max_connections: int = 10_000
+    linger_timeout: float = 5.0  # after refusing an unread body, how long to drain it
+    linger_bytes: int = 256 * 1024 * 1024
 
 
 class Server:
@@ -110,17 +113,10 @@ class Server:
                 return
 
     async def _accept_until_stopped(
-        self, listener: anyio.abc.Listener, connections: anyio.abc.TaskGroup
+        self, listener: anyio.abc.Listener[anyio.abc.SocketStream], connections: anyio.abc.TaskGroup
     ) -> None:
-        try:
-            while not self._stopping.is_set():
-                stream = await listener.accept()
-                if len(self._connections) >= self.limits.max_connections:
-                    await stream.aclose()
-                    continue
-                connections.start_soon(self._handle, stream)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            return
+        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+            await listener.serve(self._handle, connections)
 
     async def _drain(self, connections: anyio.abc.TaskGroup) -> None:
         for connection in list(self._connections):
@@ -132,6 +128,9 @@ class Server:
             connection.cancel_for_shutdown()
 
     async def _handle(self, stream: anyio.abc.SocketStream) -> None:
+        if self._stopping.is_set() or len(self._connections) >= self.limits.max_connections:
+            await stream.aclose()
+            return
         connection = _Connection(self, stream)
         self._connections.add(connection)
         try:
@@ -314,6 +313,26 @@ class _Connection:
         await self._send(h11.Response(status_code=reject.status, headers=reject.headers))
         await self._send(h11.Data(data=reject.body))
         await self._send(h11.EndOfMessage())
+        if self.h11.their_state is not h11.DONE:
+            await self._linger()
+
+    async def _linger(self) -> None:
+        """Refused with the body unread: half-close and discard what the client still sends.
+
+        Closing at once would make the kernel answer the client's next bytes with a reset, and a
+        client still uploading would lose the refusal it has not read yet (a "lingering close",
+        as web servers do it). Bounded in time and bytes.
+        """
+        self.closing = True
+        with contextlib.suppress(Exception):
+            await self.stream.send_eof()
+        drained = 0
+        with anyio.move_on_after(self.server.limits.linger_timeout):
+            while drained < self.server.limits.linger_bytes:
+                try:
+                    drained += len(await self.stream.receive(_READ_SIZE))
+                except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    return
 
     def _can_continue(self) -> bool:
         # A refused request whose body was never read leaves the connection mid-message: close.

@@ -305,7 +305,9 @@ class Exchange:
                     delivered = meter.feed(rest)
                     tail = delivered if self._deliver_decoded else b""
             except DecodingError:
-                self._decode_failed = True
+                # A cut stream cannot end its compressed body; only a clean end that does not
+                # decode means the bytes were unreadable.
+                self._decode_failed = ending is Ending.COMPLETE
         held, metering = meter.finish(ending is Ending.COMPLETE)
         if self._decode_failed:
             metering = attrs.evolve(metering, source=UsageSource.UNPARSEABLE)
@@ -368,6 +370,7 @@ class Exchange:
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
             (b"x-request-id", self._request_id.encode()),
+            (header_rules.PROXY_REQUEST_ID_HEADER, self._request_id.encode()),
             *refusal.extra_headers(),
         ]
         if provider == "anthropic":

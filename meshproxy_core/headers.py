@@ -35,6 +35,7 @@ __all__ = [
 Headers = Sequence[tuple[bytes, bytes]]
 
 SESSION_HEADER = b"meshagent-session-id"
+PROXY_REQUEST_ID_HEADER = b"x-meshproxy-request-id"
 
 _CREDENTIALS = frozenset(
     {b"authorization", b"x-api-key", b"api-key", b"cookie", b"proxy-authorization"}
@@ -142,6 +143,9 @@ def response_headers_to_client(
         kept.append((lowered, value))
     if not has_request_id:
         kept.append((b"x-request-id", request_id.encode()))
+    # Always present, so a client can quote the proxy's id (the key of its usage record) even
+    # when the provider's own x-request-id is kept.
+    kept.append((PROXY_REQUEST_ID_HEADER, request_id.encode()))
     return kept
 
 

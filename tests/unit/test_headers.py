@@ -94,6 +94,7 @@ def test_response_headers() -> None:
     assert b"set-cookie" not in names and b"transfer-encoding" not in names
     assert b"content-length" not in names
     assert (b"x-request-id", b"req_1") in out
+    assert (b"x-meshproxy-request-id", b"req_1") in out
     kept = response_headers_to_client(
         [*upstream, (b"x-request-id", b"up")], request_id="req_1", body_rewritten=False
     )
