@@ -19,7 +19,7 @@ import secrets
 import sys
 import time
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,14 +84,27 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_config(path: Path | None, env: Mapping[str, str]) -> ProxyConfig:
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read {path}: {exc}") from exc
-    return ProxyConfig.from_mapping(data, env)
+def load_document(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+
+
+def _settings(cls: type, data: Any, table: str) -> Any:
+    """Build an attrs settings class from a config table, naming unknown keys."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"[{table}] must be a table")
+    known = {field.name for field in attrs.fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"[{table}] has unknown keys: {', '.join(sorted(unknown))}")
+    try:
+        return cls(**data)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"[{table}]: {exc}") from exc
 
 
 def _token(args: argparse.Namespace) -> int:
@@ -120,14 +133,22 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    config = load_config(args.config, os.environ)
+    document = load_document(args.config)
+    config = ProxyConfig.from_mapping(document, os.environ)
     if args.public_url:
         config = attrs.evolve(config, public_url=args.public_url)
-    anyio.run(_serve_async, args, config)
+    from meshproxy.adapters.relay import UpstreamTimeouts
+    from meshproxy.adapters.server import ServerLimits
+
+    limits = _settings(ServerLimits, document.get("server", {}), "server")
+    timeouts = _settings(UpstreamTimeouts, document.get("upstream", {}), "upstream")
+    anyio.run(_serve_async, args, config, limits, timeouts)
     return 0
 
 
-async def _serve_async(args: argparse.Namespace, config: ProxyConfig) -> None:
+async def _serve_async(
+    args: argparse.Namespace, config: ProxyConfig, limits: Any, timeouts: Any
+) -> None:
     from meshproxy.adapters.server import Server
     from meshproxy.adapters.testing import serve_simulated_provider
 
@@ -140,7 +161,13 @@ async def _serve_async(args: argparse.Namespace, config: ProxyConfig) -> None:
         if simulated:
             fake = await group.start(serve_simulated_provider, "127.0.0.1", 0)
             config = _simulated(config, fake.base_url)
-        server = Server(Proxy(config, prices=_prices(config)), sinks=sinks, log_http=args.log_http)
+        server = Server(
+            Proxy(config, prices=_prices(config)),
+            sinks=sinks,
+            limits=limits,
+            timeouts=timeouts,
+            log_http=args.log_http,
+        )
         port = await group.start(server.serve, args.host, args.port)
         _banner(config, args.host, port, simulated=simulated, generated_secret=generated_secret)
         await server.wait_stopped()

@@ -80,21 +80,19 @@ class Server:
         task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
         handle_signals: bool = True,
     ) -> None:
-        listener = await anyio.create_tcp_listener(
-            local_host=host, local_port=port, reuse_port=False
-        )
+        listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
         self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
         try:
-            async with anyio.create_task_group() as outer:
-                if handle_signals:
-                    outer.start_soon(self._watch_signals)
-                async with anyio.create_task_group() as connections:
-                    outer.start_soon(self._accept_until_stopped, listener, connections)
+            async with anyio.create_task_group() as connections:
+                async with anyio.create_task_group() as acceptor:
+                    acceptor.start_soon(listener.serve, self._handle, connections)
+                    if handle_signals:
+                        acceptor.start_soon(self._watch_signals)
                     task_status.started(self.port)
                     await self._stopping.wait()
-                    await listener.aclose()
-                    await self._drain(connections)
-                outer.cancel_scope.cancel()
+                    acceptor.cancel_scope.cancel()
+                await listener.aclose()
+                await self._drain()
         finally:
             await self.pool.aclose()
             self._stopped.set()
@@ -112,13 +110,7 @@ class Server:
                 self.shutdown()
                 return
 
-    async def _accept_until_stopped(
-        self, listener: anyio.abc.Listener[anyio.abc.SocketStream], connections: anyio.abc.TaskGroup
-    ) -> None:
-        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-            await listener.serve(self._handle, connections)
-
-    async def _drain(self, connections: anyio.abc.TaskGroup) -> None:
+    async def _drain(self) -> None:
         for connection in list(self._connections):
             connection.stop_when_idle()
         with anyio.move_on_after(self.limits.shutdown_grace):
@@ -195,19 +187,25 @@ class _Connection:
                 data = await self.stream.receive(_READ_SIZE)
             self.h11.receive_data(data)
 
-    async def _receive_or_eof(self, timeout: float) -> h11.Event | type[h11.PAUSED] | None:
-        try:
-            return await self._next_event(timeout)
-        except (TimeoutError, anyio.EndOfStream):
-            return None
-
     async def _cycle(self) -> bool:
         """Serve one request. Returns False when the connection should close."""
-        first_timeout = self.server.limits.idle_timeout
-        event = await self._receive_or_eof(first_timeout)
-        if event is None or isinstance(event, h11.ConnectionClosed):
+        limits = self.server.limits
+        try:
+            event = self.h11.next_event()  # a pipelined request may be buffered already
+            if event is h11.NEED_DATA:
+                # Keep-alive: wait (idle_timeout) for the first byte of the next request...
+                with anyio.fail_after(limits.idle_timeout):
+                    self.h11.receive_data(await self.stream.receive(_READ_SIZE))
+                # ...then the whole head must arrive within header_timeout (no slow-loris).
+                with anyio.fail_after(limits.header_timeout):
+                    event = await self._next_event(limits.header_timeout)
+        except (TimeoutError, anyio.EndOfStream):
             return False
         if not isinstance(event, h11.Request):
+            return False
+        if _head_size(event) > limits.max_header_bytes:
+            # h11 bounds only a head still incomplete; one that arrived whole is measured here.
+            await self._send_protocol_error(h11.RemoteProtocolError("head too large", 431))
             return False
         self.busy = True
         try:
@@ -394,6 +392,10 @@ class _H11Downstream:
             await coro  # type: ignore[misc]
         except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
             raise ClientGone from exc
+
+
+def _head_size(request: h11.Request) -> int:
+    return len(request.target) + sum(len(k) + len(v) + 4 for k, v in request.headers)
 
 
 def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:

@@ -1,0 +1,235 @@
+"""The exchange driven with plain bytes and no sockets: decisions, rewriting, records."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from meshproxy_core.auth import mint_token
+from meshproxy_core.config import ProxyConfig
+from meshproxy_core.exchange import (
+    Exchange,
+    ExchangeStateError,
+    Forward,
+    NeedBody,
+    Proxy,
+    Reject,
+)
+from meshproxy_core.pricing import PriceBook
+from meshproxy_core.records import Ending, Outcome, UsageSource
+
+SECRET = "unit-secret-" + "z" * 40
+NOW = 1_900_000_000.0
+ENV = {
+    "MESHAGENT_SECRET": SECRET,
+    "OPENAI_API_KEY": "sk-openai-server",
+    "OPENAI_BASE_URL": "http://up/v1",
+    "ANTHROPIC_API_KEY": "sk-ant-server",
+    "ANTHROPIC_BASE_URL": "http://ant",
+}
+
+
+def proxy(**env: str) -> Proxy:
+    ids = iter(f"req_{i}" for i in range(1000))
+    return Proxy(
+        ProxyConfig.from_mapping({}, {**ENV, **env}),
+        prices=PriceBook.default(),
+        ids=lambda: next(ids),
+    )
+
+
+def token(**kw: object) -> str:
+    args: dict = dict(project="p", room="r", participant="bob", now=NOW, ttl=600)
+    args.update(kw)
+    return mint_token(SECRET, **args)  # type: ignore[arg-type]
+
+
+def start(
+    p: Proxy, target: str, body: dict | bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> tuple[Exchange, Forward | Reject]:
+    ex = p.exchange(now=NOW)
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    head = headers if headers is not None else [(b"authorization", f"Bearer {token()}".encode())]
+    head = [*head, (b"content-type", b"application/json")]
+    decision = ex.request_head("POST", target, head, content_length=len(raw))
+    if isinstance(decision, Reject):
+        return ex, decision
+    assert isinstance(decision, NeedBody)
+    return ex, ex.request_body(raw)
+
+
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+CHAT_RESPONSE = {
+    "id": "chatcmpl-1",
+    "object": "chat.completion",
+    "model": "gpt-4o-mini-2024-07-18",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "yo"}}],
+    "usage": {
+        "prompt_tokens": 1000,
+        "completion_tokens": 200,
+        "total_tokens": 1200,
+        "prompt_tokens_details": {"cached_tokens": 400},
+    },
+}
+
+
+def test_forward_rewrites_credentials_and_url() -> None:
+    _, forward = start(proxy(), "/openai/v1/chat/completions?x=1", CHAT)
+    assert isinstance(forward, Forward)
+    assert forward.url == "http://up/v1/chat/completions?x=1"
+    headers = dict(forward.headers)
+    assert headers[b"authorization"] == b"Bearer sk-openai-server"
+    assert token().encode() not in b"".join(v for _, v in forward.headers)
+    assert json.loads(forward.body) == CHAT
+
+
+def test_json_response_record_and_cost() -> None:
+    ex, forward = start(proxy(), "/openai/v1/chat/completions", CHAT)
+    assert isinstance(forward, Forward)
+    head = ex.response_head(200, [(b"content-type", b"application/json")])
+    assert head.status == 200
+    body = json.dumps(CHAT_RESPONSE).encode()
+    delivered = b"".join(ex.response_data(body[i : i + 7]) for i in range(0, len(body), 7))
+    delivered += ex.finish(Ending.COMPLETE, now=NOW + 1.5)
+    assert delivered == body
+    record = ex.record
+    assert record is not None
+    assert record.outcome is Outcome.OK and record.status == 200
+    assert record.usage.input_tokens == 600 and record.usage.cache_read_tokens == 400
+    assert record.usage.output_tokens == 200
+    assert record.usage_source is UsageSource.REPORTED
+    assert record.response_model == "gpt-4o-mini-2024-07-18"
+    assert record.principal is not None and record.principal.participant == "bob"
+    assert record.ended_at - record.started_at == 1.5
+    assert record.cost is not None and record.cost.total > 0
+
+
+def test_gzip_response_passes_through_unchanged_and_is_counted() -> None:
+    ex, _ = start(
+        proxy(),
+        "/openai/v1/chat/completions",
+        CHAT,
+        [(b"authorization", f"Bearer {token()}".encode()), (b"accept-encoding", b"gzip")],
+    )
+    ex.response_head(200, [(b"content-type", b"application/json"), (b"content-encoding", b"gzip")])
+    compressed = gzip.compress(json.dumps(CHAT_RESPONSE).encode())
+    delivered = b"".join(
+        ex.response_data(compressed[i : i + 5]) for i in range(0, len(compressed), 5)
+    )
+    delivered += ex.finish(Ending.COMPLETE, now=NOW)
+    assert delivered == compressed
+    assert ex.record is not None and ex.record.usage.output_tokens == 200
+
+
+def test_stream_without_include_usage_is_rewritten_and_stripped() -> None:
+    ex, forward = start(proxy(), "/v1/chat/completions", {**CHAT, "stream": True})
+    assert isinstance(forward, Forward)
+    assert json.loads(forward.body)["stream_options"] == {"include_usage": True}
+    assert dict(forward.headers)[b"accept-encoding"] == b"identity"
+    head = ex.response_head(
+        200, [(b"content-type", b"text/event-stream"), (b"content-length", b"999")]
+    )
+    assert b"content-length" not in dict(head.headers)
+    chunk = {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "delta": {"content": "yo"}}],
+        "usage": None,
+    }
+    usage_chunk = {**chunk, "choices": [], "usage": CHAT_RESPONSE["usage"]}
+    stream = (
+        f"data: {json.dumps(chunk)}\n\ndata: {json.dumps(usage_chunk)}\n\ndata: [DONE]\n\n"
+    ).encode()
+    delivered = b"".join(ex.response_data(stream[i : i + 3]) for i in range(0, len(stream), 3))
+    delivered += ex.finish(Ending.COMPLETE, now=NOW)
+    assert b'"usage": {' not in delivered and b"prompt_tokens" not in delivered
+    assert delivered.endswith(b"data: [DONE]\n\n")
+    assert ex.record is not None and ex.record.usage.cache_read_tokens == 400
+
+
+def test_cut_anthropic_stream_gets_error_event_and_partial_record() -> None:
+    body = {
+        "model": "claude-haiku-4-5",
+        "max_tokens": 10,
+        "stream": True,
+        "messages": [{"role": "user", "content": "x"}],
+    }
+    ex, _ = start(proxy(), "/anthropic/v1/messages", body, [(b"x-api-key", token().encode())])
+    ex.response_head(200, [(b"content-type", b"text/event-stream; charset=utf-8")])
+    start_event = {
+        "type": "message_start",
+        "message": {
+            "id": "m",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-haiku-4-5",
+            "content": [],
+            "usage": {"input_tokens": 321, "output_tokens": 1},
+        },
+    }
+    ex.response_data(f"event: message_start\ndata: {json.dumps(start_event)}\n\n".encode())
+    tail = ex.finish(Ending.UPSTREAM_FAILED, now=NOW)
+    assert b"event: error\n" in tail and b'"type":"error"' in tail
+    record = ex.record
+    assert record is not None and record.partial and record.outcome is Outcome.PARTIAL
+    assert record.usage.input_tokens == 321
+
+
+def test_upstream_unreachable_gives_502_in_provider_shape() -> None:
+    ex, _ = start(
+        proxy(),
+        "/anthropic/v1/messages",
+        {"model": "claude-haiku-4-5", "max_tokens": 5, "messages": []},
+        [(b"x-api-key", token().encode())],
+    )
+    reject = ex.upstream_failed(Ending.UPSTREAM_FAILED, now=NOW)
+    assert reject.status == 502
+    assert json.loads(reject.body)["error"]["type"] == "api_error"
+    assert ex.record is not None and ex.record.outcome is Outcome.FAILED
+    timeout_ex, _ = start(proxy(), "/v1/chat/completions", CHAT)
+    assert timeout_ex.upstream_failed(Ending.TIMEOUT, now=NOW).status == 504
+
+
+def test_rejections_are_records() -> None:
+    ex, reject = start(proxy(), "/v1/files", CHAT)
+    assert isinstance(reject, Reject) and reject.status == 404
+    assert ex.record is not None and ex.record.outcome is Outcome.REJECTED
+    assert ex.record.reject_reason == "path_not_allowed"
+    ex, reject = start(proxy(), "/v1/chat/completions", CHAT, [])
+    assert isinstance(reject, Reject) and reject.status == 401
+    ex, reject = start(proxy(), "/v1/chat/completions", {**CHAT, "model": "no-such-model-x"})
+    assert isinstance(reject, Reject) and reject.status == 400
+    assert json.loads(reject.body)["error"]["code"] == "model_not_priced"
+    assert ex.record is not None and ex.record.reject_reason == "model_not_priced"
+
+
+def test_declared_body_over_limit_refused_before_reading() -> None:
+    p = proxy()
+    ex = p.exchange(now=NOW)
+    decision = ex.request_head(
+        "POST",
+        "/v1/embeddings",
+        [(b"authorization", f"Bearer {token()}".encode())],
+        content_length=p.config.max_body_bytes + 1,
+    )
+    assert isinstance(decision, Reject) and decision.status == 413
+
+
+def test_out_of_order_calls_are_adapter_bugs() -> None:
+    ex = proxy().exchange(now=NOW)
+    with pytest.raises(ExchangeStateError):
+        ex.response_data(b"x")
+    with pytest.raises(ExchangeStateError):
+        ex.request_body(b"{}")
+
+
+def test_abandon_before_response_is_recorded_once() -> None:
+    ex, _ = start(proxy(), "/v1/chat/completions", CHAT)
+    ex.abandon(Ending.CLIENT_GONE, now=NOW)
+    first = ex.record
+    ex.abandon(Ending.SHUTDOWN, now=NOW)
+    assert ex.record is first and first is not None
+    assert first.outcome is Outcome.FAILED and first.ending is Ending.CLIENT_GONE
