@@ -164,3 +164,17 @@ def token() -> str:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _no_provider_credentials_in_client_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDKs read OPENAI_API_KEY / ANTHROPIC_API_KEY from the environment when a test passes
+    none; a developer's real keys must neither leak into nor confuse these tests."""
+    for name in (
+        "OPENAI_API_KEY",
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_AUTH_TOKEN",
+        "OPENAI_BASE_URL",
+        "ANTHROPIC_BASE_URL",
+    ):
+        monkeypatch.delenv(name, raising=False)

@@ -22,9 +22,17 @@ def bearer_client(proxy: ProxyProcess, token: str) -> anthropic.Anthropic:
 
 
 def key_client(proxy: ProxyProcess, token: str) -> anthropic.Anthropic:
-    return anthropic.Anthropic(
-        base_url=proxy.url + "/anthropic", api_key=token, max_retries=0, timeout=10
+    # anthropic 2.x sends even `api_key` as a Bearer token; the `x-api-key` header that older
+    # SDKs and other clients send is exercised explicitly here.
+    client = anthropic.Anthropic(
+        base_url=proxy.url + "/anthropic",
+        api_key=None,
+        default_headers={"X-Api-Key": token},
+        max_retries=0,
+        timeout=10,
     )
+    assert "authorization" not in {k.lower() for k in client.auth_headers}
+    return client
 
 
 def assert_provider_key_only(fake: FakeUpstreamProcess, token: str) -> None:
