@@ -190,17 +190,16 @@ class Exchange:
             if len(body) > self._config.max_body_bytes:
                 raise BodyTooLarge(route.provider)
             content_type = headers_value_str(self._client_headers, b"content-type")
-            facts, upstream_body = read_request(
-                route.provider, route.kind.value, content_type, body
+            batch_id = (
+                route.object_id if route.kind is routes.EndpointKind.MESSAGE_BATCH_RESULTS else None
             )
-            facts = attrs.evolve(
-                facts,
+            facts, upstream_body = read_request(
+                route.provider,
+                route.kind.value,
+                content_type,
+                body,
+                batch_id=batch_id,
                 public_base_url=self._public_base_url(),
-                batch_id=(
-                    route.object_id
-                    if route.kind is routes.EndpointKind.MESSAGE_BATCH_RESULTS
-                    else None
-                ),
             )
             self._facts = facts
             if route.kind not in routes.FREE_KINDS:
@@ -219,7 +218,7 @@ class Exchange:
                 self._client_headers,
                 credentials=_credentials(route.provider, settings),
                 defaults=self._default_headers(route.provider),
-                identity_only=facts.strip_usage_chunk,
+                identity_only=facts.rewrites_response(),
             ),
             body=upstream_body,
         )
@@ -263,11 +262,11 @@ class Exchange:
         self._decoder = ContentDecoder(encoding)
         # A meter that rewrites the stream works on decoded bytes; if the upstream compressed
         # anyway (it was asked for identity), the client gets the decoded bytes, relabelled.
-        self._deliver_decoded = facts.strip_usage_chunk and not self._decoder.is_identity
+        self._deliver_decoded = facts.rewrites_response() and not self._decoder.is_identity
         out_headers = header_rules.response_headers_to_client(
             upstream_headers,
             request_id=self._request_id,
-            body_rewritten=facts.strip_usage_chunk,
+            body_rewritten=facts.rewrites_response(),
         )
         if self._deliver_decoded:
             out_headers = [(k, v) for k, v in out_headers if k != b"content-encoding"]

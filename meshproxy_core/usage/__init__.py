@@ -36,6 +36,17 @@ class RequestFacts:
     response_format: str | None = None  # transcription/translation/speech format
     stream_format: str | None = None  # speech: "sse" | "audio"
     batch_id: str | None = None  # anthropic batch results: the batch whose results these are
+    # anthropic batches: the proxy's own base URL for the provider (e.g.
+    # "https://proxy.example/anthropic/v1"); batch objects' results_url are rewritten onto it.
+    public_base_url: str | None = None
+
+    def rewrites_response(self) -> bool:
+        """Whether the meter may change the response bytes (it then needs identity bytes, and
+        the upstream Content-Length no longer holds): the stripped chat usage chunk, and batch
+        objects whose results_url is rewritten onto the proxy."""
+        return self.strip_usage_chunk or (
+            self.endpoint == "messages.batches" and bool(self.public_base_url)
+        )
 
 
 @attrs.frozen

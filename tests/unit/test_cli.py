@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from meshproxy.adapters.cli import main
+
 from meshproxy_core.auth import HS256Verifier
 
 SECRET = "cli-secret-" + "q" * 40
@@ -16,9 +16,21 @@ SECRET = "cli-secret-" + "q" * 40
 def test_token_command_mints_a_verifiable_token(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(
         [
-            "token", "--room", "lab", "--participant", "ada", "--project", "acme",
-            "--models", "openai/gpt-4o*,anthropic/claude-haiku*", "--ttl", "120",
-            "--secret", SECRET, "--session", "s1",
+            "token",
+            "--room",
+            "lab",
+            "--participant",
+            "ada",
+            "--project",
+            "acme",
+            "--models",
+            "openai/gpt-4o*,anthropic/claude-haiku*",
+            "--ttl",
+            "120",
+            "--secret",
+            SECRET,
+            "--session",
+            "s1",
         ]
     )
     assert code == 0
