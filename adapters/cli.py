@@ -19,6 +19,7 @@ import secrets
 import sys
 import time
 import tomllib
+from decimal import Decimal
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,8 @@ def load_document(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        # Decimal, not float: `[prices]` overrides are money and must stay exact.
+        return tomllib.loads(path.read_text(encoding="utf-8"), parse_float=Decimal)
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from exc
 
@@ -101,8 +103,9 @@ def _settings(cls: type, data: Any, table: str) -> Any:
     unknown = set(data) - known
     if unknown:
         raise ConfigError(f"[{table}] has unknown keys: {', '.join(sorted(unknown))}")
+    values = {k: float(v) if isinstance(v, Decimal) else v for k, v in data.items()}
     try:
-        return cls(**data)
+        return cls(**values)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"[{table}]: {exc}") from exc
 

@@ -28,7 +28,6 @@ import enum
 import uuid
 from collections.abc import Callable, Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
 import attrs
 
@@ -46,13 +45,20 @@ from .errors import (
     error_body,
     stream_error_event,
 )
-from .records import Cost, Ending, Outcome, Principal, Usage, UsageRecord, UsageSource
+from .pricing import PriceBook, add_costs
+from .records import (
+    Cost,
+    Ending,
+    LineItem,
+    Outcome,
+    Principal,
+    Usage,
+    UsageRecord,
+    UsageSource,
+)
 from .usage import Metering, RequestFacts, UsageMeter
 from .usage.request_facts import read_request
 from .usage.select import meter_for
-
-if TYPE_CHECKING:
-    from .pricing import PriceBook
 
 __all__ = ["Exchange", "ExchangeStateError", "Forward", "Reject", "ResponseHead"]
 
@@ -114,10 +120,14 @@ class Exchange:
         *,
         request_id: str,
         now: float,
+        principal: Principal | None = None,
+        enforce_prices: bool = True,
     ) -> None:
         self._config = config
         self._verifier = verifier
         self._prices = prices
+        self._authenticated = principal
+        self._enforce_prices = enforce_prices
         self._request_id = request_id
         self._started_at = now
         self._state = _State.AWAIT_HEAD
@@ -161,8 +171,9 @@ class Exchange:
         try:
             self._route = routes.match_route(method, target, mount=self._config.mount)
             self._provider = self._route.provider
-            token = auth.extract_token(self._route.provider, headers)
-            principal = self._verifier.verify(token, now=self._started_at)
+            principal = self._authenticated or self._verifier.verify(
+                auth.extract_token(self._route.provider, headers), now=self._started_at
+            )
             session = headers_value_str(headers, header_rules.SESSION_HEADER)
             if session:
                 principal = attrs.evolve(principal, session=session)
@@ -224,7 +235,7 @@ class Exchange:
         )
 
     def _check_priced(self, route: routes.Route, facts: RequestFacts) -> None:
-        if self._prices is None or facts.model is None:
+        if not self._enforce_prices or self._prices is None or facts.model is None:
             return
         if route.kind in _UNMETERED_KINDS:
             return
@@ -391,7 +402,9 @@ class Exchange:
         if outcome is None:
             outcome = self._outcome(ending, metering)
         usage = metering.usage
-        cost = self._price(usage, metering) if not usage.is_zero() else None
+        cost, line_items = (
+            self._price(usage, metering) if not usage.is_zero() else (None, metering.line_items)
+        )
         self.record = UsageRecord(
             id=self._request_id,
             request_id=self._request_id,
@@ -420,6 +433,7 @@ class Exchange:
             upstream_request_id=self._upstream_request_id,
             batch_id=metering.batch_id,
             batch_custom_ids=metering.batch_custom_ids,
+            line_items=line_items,
         )
         self._state = _State.DONE
 
@@ -432,15 +446,40 @@ class Exchange:
             return Outcome.UPSTREAM_ERROR
         return Outcome.OK
 
-    def _price(self, usage: Usage, metering: Metering) -> Cost | None:
+    def _price(self, usage: Usage, metering: Metering) -> tuple[Cost | None, tuple[LineItem, ...]]:
         route, facts = self._route, self._facts
         if self._prices is None or route is None or facts is None:
-            return None
+            return None, metering.line_items
+        if metering.line_items:
+            items = tuple(
+                attrs.evolve(
+                    item,
+                    cost=self._price_one(
+                        route.provider, (item.model, facts.model), item.usage, metering, True
+                    ),
+                )
+                for item in metering.line_items
+            )
+            return add_costs(item.cost for item in items if item.cost is not None), items
         batch = route.kind is routes.EndpointKind.MESSAGE_BATCH_RESULTS
-        for model in (metering.response_model, facts.model):
-            if model and self._prices.resolve(route.provider, model) is not None:
+        models = (metering.response_model, facts.model)
+        return self._price_one(route.provider, models, usage, metering, batch), ()
+
+    def _price_one(
+        self,
+        provider: str,
+        models: tuple[str | None, ...],
+        usage: Usage,
+        metering: Metering,
+        batch: bool,
+    ) -> Cost:
+        """Price by the first of `models` the book knows (the provider's own answer first: it
+        names the snapshot that ran); a model it does not know is a cost marked incomplete."""
+        assert self._prices is not None
+        for model in models:
+            if model and self._prices.resolve(provider, model) is not None:
                 return self._prices.price(
-                    route.provider, model, usage, service_tier=metering.service_tier, batch=batch
+                    provider, model, usage, service_tier=metering.service_tier, batch=batch
                 )
         return Cost(
             total=_ZERO,
@@ -470,13 +509,26 @@ class Proxy:
         self.prices = prices
         self._ids = ids or _random_id
 
-    def exchange(self, *, now: float, request_id: str | None = None) -> Exchange:
+    def exchange(
+        self,
+        *,
+        now: float,
+        request_id: str | None = None,
+        principal: Principal | None = None,
+        enforce_prices: bool = True,
+    ) -> Exchange:
+        """A new exchange. `principal`: the caller was authenticated already (an embedding app
+        that did its own auth, or offline accounting of a log); no token is then read.
+        `enforce_prices=False` accounts models the book cannot price instead of refusing them
+        (offline accounting, where the request has long been answered)."""
         return Exchange(
             self.config,
             self.verifier,
             self.prices,
             request_id=request_id or self._ids(),
             now=now,
+            principal=principal,
+            enforce_prices=enforce_prices,
         )
 
 

@@ -50,6 +50,7 @@ __all__ = [
     "PriceEntry",
     "PricingError",
     "ProviderPrices",
+    "add_costs",
     "quantize_money",
 ]
 
@@ -467,6 +468,31 @@ class PriceBook:
             incomplete=bool(missing),
             missing_units=tuple(missing),
         )
+
+
+def add_costs(costs: Iterable[Cost]) -> Cost:
+    """The exact sum of several costs (e.g. the lines of a batch), component by component."""
+    total = _ZERO
+    components: dict[str, Decimal] = {}
+    missing: list[str] = []
+    versions: list[str] = []
+    currency = "USD"
+    for cost in costs:
+        total = _EXACT.add(total, cost.total)
+        for name, amount in cost.components:
+            components[name] = _EXACT.add(components.get(name, _ZERO), amount)
+        missing.extend(unit for unit in cost.missing_units if unit not in missing)
+        if cost.price_version not in versions:
+            versions.append(cost.price_version)
+        currency = cost.currency
+    return Cost(
+        total=total,
+        components=tuple(components.items()),
+        currency=currency,
+        price_version="+".join(versions),
+        incomplete=bool(missing),
+        missing_units=tuple(missing),
+    )
 
 
 def _lookup(index: _Index, name: str) -> PriceEntry | None:

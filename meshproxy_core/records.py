@@ -20,6 +20,7 @@ __all__ = [
     "Cost",
     "Ending",
     "ImageCount",
+    "LineItem",
     "Outcome",
     "Principal",
     "Usage",
@@ -127,6 +128,18 @@ class Cost:
 
 
 @attrs.frozen
+class LineItem:
+    """One billed unit inside a response that bills several (an Anthropic batch results file
+    holds one request per line, possibly of different models). `key` identifies it for
+    de-duplication (the batch request's custom_id)."""
+
+    key: str
+    model: str | None
+    usage: Usage
+    cost: Cost | None = None
+
+
+@attrs.frozen
 class Principal:
     """Who is calling: the verified identity behind a room token."""
 
@@ -170,6 +183,7 @@ class UsageRecord:
     upstream_request_id: str | None = None
     batch_id: str | None = None
     batch_custom_ids: tuple[str, ...] = ()
+    line_items: tuple[LineItem, ...] = ()
 
 
 class UsageSink(Protocol):

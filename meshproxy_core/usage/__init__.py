@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from ..records import Usage, UsageSource
+from ..records import LineItem, Usage, UsageSource
 
 __all__ = ["Metering", "RequestFacts", "UsageMeter"]
 
@@ -62,6 +62,8 @@ class Metering:
     error_code: str | None = None
     batch_id: str | None = None
     batch_custom_ids: tuple[str, ...] = ()
+    # Separately billed units whose sum is `usage` (batch results: one per succeeded line).
+    line_items: tuple[LineItem, ...] = ()
     rewritten: bool = False  # the meter changed the bytes the client received
 
 

@@ -21,7 +21,7 @@ import json
 import re
 from typing import Any
 
-from ..records import Usage, UsageSource
+from ..records import LineItem, Usage, UsageSource
 from . import Metering, RequestFacts
 from .anthropic_messages import anthropic_usage
 from .common import MAX_JSON_BODY, add_usage, as_str, get, loads_object
@@ -97,6 +97,7 @@ class BatchResultsMeter:
         self._usage = Usage()
         self._raw: list[dict[str, Any]] = []
         self._custom_ids: list[str] = []
+        self._items: list[LineItem] = []
         self._model: str | None = None
         self._billed = 0
         self._garbled = False
@@ -133,6 +134,7 @@ class BatchResultsMeter:
             service_tier=(self._tier or "batch") if self._billed else None,
             batch_id=self.facts.batch_id,
             batch_custom_ids=tuple(self._custom_ids),
+            line_items=tuple(self._items),
         )
 
     def _on_line(self, line: bytes) -> None:
@@ -151,11 +153,15 @@ class BatchResultsMeter:
         if not isinstance(raw, dict):
             return
         self._billed += 1
-        self._usage = add_usage(self._usage, anthropic_usage(raw))
+        usage = anthropic_usage(raw)
+        self._usage = add_usage(self._usage, usage)
         custom_id = as_str(obj.get("custom_id"))
+        model = as_str(get(message, "model"))
         if custom_id is not None:
             self._custom_ids.append(custom_id)
-        self._model = as_str(get(message, "model")) or self._model
+        # One item per line: a batch may mix models, and each line is priced by its own.
+        self._items.append(LineItem(key=custom_id or f"#{self._billed}", model=model, usage=usage))
+        self._model = model or self._model
         self._tier = as_str(raw.get("service_tier")) or self._tier
         if len(self._raw) < MAX_RAW_RESULTS:
             self._raw.append({"custom_id": custom_id, "usage": raw})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from decimal import Decimal
 
 import pytest
 
@@ -233,3 +234,59 @@ def test_abandon_before_response_is_recorded_once() -> None:
     ex.abandon(Ending.SHUTDOWN, now=NOW)
     assert ex.record is first and first is not None
     assert first.outcome is Outcome.FAILED and first.ending is Ending.CLIENT_GONE
+
+
+def _batch_line(custom_id: str, model: str, usage: dict) -> str:
+    message = {
+        "id": "msg",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [],
+        "usage": {**usage, "service_tier": "batch"},
+    }
+    return json.dumps({"custom_id": custom_id, "result": {"type": "succeeded", "message": message}})
+
+
+def test_batch_results_priced_per_line_by_each_lines_model() -> None:
+    ex = proxy().exchange(now=NOW)
+    decision = ex.request_head(
+        "GET",
+        "/anthropic/v1/messages/batches/msgbatch_9/results",
+        [(b"x-api-key", token().encode())],
+        content_length=None,
+    )
+    assert isinstance(decision, NeedBody)
+    assert isinstance(ex.request_body(b""), Forward)
+    ex.response_head(200, [(b"content-type", b"application/binary")])
+    lines = [
+        _batch_line(
+            "a", "claude-haiku-4-5-20251001", {"input_tokens": 1000, "output_tokens": 2000}
+        ),
+        json.dumps(
+            {
+                "custom_id": "b",
+                "result": {
+                    "type": "errored",
+                    "error": {
+                        "type": "error",
+                        "error": {"type": "invalid_request_error", "message": "x"},
+                    },
+                },
+            }
+        ),
+        _batch_line("c", "claude-sonnet-4-5", {"input_tokens": 1000, "output_tokens": 1000}),
+    ]
+    body = ("\n".join(lines) + "\n").encode()
+    assert ex.response_data(body) == body
+    ex.finish(Ending.COMPLETE, now=NOW)
+    record = ex.record
+    assert record is not None and record.batch_id == "msgbatch_9"
+    assert record.batch_custom_ids == ("a", "c")
+    assert [item.key for item in record.line_items] == ["a", "c"]
+    # Batch: half the list rates. haiku-4-5 $1/$5 per M -> 1000*0.5/1e6 + 2000*2.5/1e6 = 0.0055;
+    # sonnet-4-5 $3/$15 per M -> 1000*1.5/1e6 + 1000*7.5/1e6 = 0.009.
+    costs = [item.cost.total for item in record.line_items if item.cost is not None]
+    assert costs == [Decimal("0.0055"), Decimal("0.009")]
+    assert record.cost is not None and record.cost.total == Decimal("0.0145")
+    assert record.usage.input_tokens == 2000 and record.usage.output_tokens == 3000
