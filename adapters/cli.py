@@ -19,8 +19,8 @@ import secrets
 import sys
 import time
 import tomllib
-from decimal import Decimal
 from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 

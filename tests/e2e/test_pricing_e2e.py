@@ -9,7 +9,6 @@ from pathlib import Path
 
 import openai
 import pytest
-
 from meshproxy.adapters.testing import FakeUpstreamProcess
 
 from .conftest import ProxyProcess, make_token
