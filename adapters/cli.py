@@ -6,6 +6,7 @@ neither), wiring sinks, and the banner that tells a newcomer what is running.
   meshproxy serve   run the proxy (anyio + h11); with no provider key configured it starts the
                     built-in simulated provider in-process, says so, and prints a ready token
   meshproxy token   mint a dev room token
+  meshproxy prices  list what the price book can price, or show one model with a worked example
 
 Does not own: any decision about requests (the core) or serving (adapters.server).
 """
@@ -82,6 +83,10 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--kid")
     token.add_argument("--secret", help="signing secret (default: $MESHAGENT_SECRET)")
     token.set_defaults(run=_token)
+
+    from .prices_cli import add_prices_command
+
+    add_prices_command(commands)
     return parser
 
 

@@ -57,3 +57,20 @@ def test_bad_config_file_is_reported(tmp_path: Path, capsys: pytest.CaptureFixtu
     config.write_text("this is = not [toml")
     assert main(["serve", "--config", str(config), "--port", "0"]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_prices_listing_and_worked_example(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["prices"]) == 0
+    listing = capsys.readouterr().out
+    assert "openai     gpt-4o-mini" in listing and "anthropic  claude-haiku-4-5" in listing
+    assert main(["prices", "anthropic/claude-sonnet-4-5-20250929"]) == 0
+    details = capsys.readouterr().out
+    assert "resolved from anthropic/claude-sonnet-4-5-20250929" in details
+    # 10,000 input x $3/M + 40,000 cached x $0.30/M + 2,000 output x $15/M
+    # = 0.03 + 0.012 + 0.03 = 0.072
+    assert "total                    $0.072 " in details
+
+
+def test_prices_unknown_model(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["prices", "gpt-nonexistent"]) == 1
+    assert "no price for 'gpt-nonexistent'" in capsys.readouterr().err
