@@ -19,10 +19,18 @@ import anyio
 import attrs
 import httpcore
 
-from meshproxy_core.exchange import Exchange, Forward
+from meshproxy_core.exchange import Exchange, Forward, Reject
 from meshproxy_core.records import Ending
 
-__all__ = ["ClientGone", "Downstream", "UpstreamPool", "UpstreamTimeouts", "relay"]
+__all__ = [
+    "ClientGone",
+    "ClientPort",
+    "Downstream",
+    "UpstreamPool",
+    "UpstreamTimeouts",
+    "handle_request",
+    "relay",
+]
 
 Clock = Callable[[], float]
 
@@ -39,6 +47,22 @@ class Downstream(Protocol):
     async def send(self, data: bytes) -> None: ...
 
     async def end(self, *, clean: bool) -> None: ...
+
+
+class ClientPort(Downstream, Protocol):
+    """The client side of one request, as an async adapter sees it."""
+
+    async def read_body(self, max_bytes: int) -> bytes | None:
+        """The whole request body, or None when it is longer than `max_bytes`."""
+        ...
+
+    async def reject(self, reject: Reject) -> None:
+        """Send a refusal (the body may still be unread)."""
+        ...
+
+    async def wait_disconnected(self) -> None:
+        """Return when the client goes away (called only while the response is relayed)."""
+        ...
 
 
 @attrs.frozen
@@ -146,3 +170,68 @@ async def _relay(
         await downstream.start(reject.status, reject.headers)
         await downstream.send(reject.body)
         await downstream.end(clean=True)
+
+
+async def handle_request(
+    exchange: Exchange,
+    method: str,
+    target: str,
+    headers: list[tuple[bytes, bytes]],
+    port: ClientPort,
+    pool: UpstreamPool,
+    *,
+    clock: Clock = time.time,
+    cancel_ending: Callable[[], Ending] = lambda: Ending.SHUTDOWN,
+) -> None:
+    """One request from head to record, for any async adapter: the order of exchange calls,
+    reading the body, refusing, relaying, and noticing a client that leaves mid-response.
+
+    `cancel_ending` names why an outside cancellation happened (the adapter knows: shutdown).
+    Always leaves `exchange.record` set.
+    """
+    client_left = False
+
+    def ending() -> Ending:
+        return Ending.CLIENT_GONE if client_left else cancel_ending()
+
+    try:
+        decision = exchange.request_head(
+            method, target, headers, content_length=_content_length(headers)
+        )
+        if isinstance(decision, Reject):
+            await port.reject(decision)
+            return
+        body = await port.read_body(decision.max_bytes)
+        if body is None:
+            await port.reject(exchange.body_too_large())
+            return
+        forward = exchange.request_body(body)
+        if isinstance(forward, Reject):
+            await port.reject(forward)
+            return
+        async with anyio.create_task_group() as group:
+
+            async def watch() -> None:
+                nonlocal client_left
+                await port.wait_disconnected()
+                client_left = True
+                group.cancel_scope.cancel()
+
+            group.start_soon(watch)
+            await relay(exchange, forward, pool, port, clock=clock, cancel_ending=ending)
+            group.cancel_scope.cancel()
+    except anyio.get_cancelled_exc_class():
+        exchange.abandon(ending(), now=clock())
+        raise
+    except (ClientGone, anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream):
+        exchange.abandon(Ending.CLIENT_GONE, now=clock())
+
+
+def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    for key, value in headers:
+        if key.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None

@@ -15,18 +15,18 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 import anyio.abc
 import attrs
 import h11
 
-from meshproxy_core.exchange import Exchange, NeedBody, Proxy, Reject
+from meshproxy_core.exchange import Exchange, Proxy, Reject
 from meshproxy_core.headers import redacted
 from meshproxy_core.records import Ending, UsageRecord, UsageSink
 
-from .relay import ClientGone, UpstreamPool, UpstreamTimeouts, relay
+from .relay import ClientGone, UpstreamPool, UpstreamTimeouts, handle_request
 
 __all__ = ["Server", "ServerLimits"]
 
@@ -216,40 +216,27 @@ class _Connection:
     async def _serve(self, request: h11.Request) -> bool:
         server = self.server
         exchange = server.proxy.exchange(now=server.clock())
-        target = request.target.decode("latin-1")
-        headers = list(request.headers)
+        port = _H11Port(self)
         try:
-            decision = exchange.request_head(
+            await handle_request(
+                exchange,
                 request.method.decode("latin-1"),
-                target,
-                headers,
-                content_length=_content_length(headers),
+                request.target.decode("latin-1"),
+                list(request.headers),
+                port,
+                server.pool,
+                clock=server.clock,
+                cancel_ending=lambda: self.cancel_reason,
             )
-            if isinstance(decision, Reject):
-                await self._send_reject(decision)
-                return self._can_continue()
-            body = await self._read_body(decision)
-            if body is None:
-                await self._send_reject(exchange.body_too_large())
-                return False
-            forward = exchange.request_body(body)
-            if isinstance(forward, Reject):
-                await self._send_reject(forward)
-                return self._can_continue()
-            await self._relay(exchange, forward)
-            return self._can_continue()
-        except anyio.get_cancelled_exc_class():
-            exchange.abandon(self.cancel_reason, now=server.clock())
-            raise
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream):
-            exchange.abandon(Ending.CLIENT_GONE, now=server.clock())
-            return False
         finally:
             server.emit(exchange.record)
             if server.log_http:
                 self._log(request, exchange)
+        if exchange.record is not None and exchange.record.ending is Ending.CLIENT_GONE:
+            return False
+        return self._can_continue()
 
-    async def _read_body(self, need: NeedBody) -> bytes | None:
+    async def _read_body(self, max_bytes: int) -> bytes | None:
         if self.h11.they_are_waiting_for_100_continue:
             await self._send(h11.InformationalResponse(status_code=100, headers=[]))
         parts: list[bytes] = []
@@ -258,7 +245,7 @@ class _Connection:
             event = await self._next_event(self.server.limits.body_timeout)
             if isinstance(event, h11.Data):
                 size += len(event.data)
-                if size > need.max_bytes:
+                if size > max_bytes:
                     return None
                 parts.append(event.data)
             elif isinstance(event, h11.EndOfMessage):
@@ -266,28 +253,10 @@ class _Connection:
             else:
                 raise anyio.EndOfStream
 
-    async def _relay(self, exchange: Exchange, forward: object) -> None:
-        downstream = _H11Downstream(self)
-        async with anyio.create_task_group() as group:
-            group.start_soon(self._watch_client, group.cancel_scope)
-            await relay(
-                exchange,
-                forward,  # type: ignore[arg-type]
-                self.server.pool,
-                downstream,
-                clock=self.server.clock,
-                cancel_ending=lambda: self.cancel_reason,
-            )
-            group.cancel_scope.cancel()
-        if exchange.record is not None and exchange.record.ending is Ending.CLIENT_GONE:
-            self.closing = True
-
-    async def _watch_client(self, scope: anyio.CancelScope) -> None:
-        """While a response streams, notice the client leaving and cancel the relay.
-
-        Bytes that arrive meanwhile are a pipelined next request: h11 buffers them for the next
-        cycle. A client that pipelines more than the header limit is no longer watched.
-        """
+    async def _wait_disconnected(self) -> None:
+        """While a response streams, read the client: EOF means it left. Bytes that arrive are
+        a pipelined next request, which h11 buffers for the next cycle; a client that pipelines
+        more than the header limit is no longer watched."""
         buffered = 0
         while buffered <= self.server.limits.max_header_bytes:
             try:
@@ -295,12 +264,11 @@ class _Connection:
             except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
                 data = b""
             if not data:
-                self.cancel_reason = Ending.CLIENT_GONE
                 self.closing = True
-                scope.cancel()
                 return
             buffered += len(data)
             self.h11.receive_data(data)
+        await anyio.sleep_forever()
 
     async def _send(self, event: h11.Event) -> None:
         data = self.h11.send(event)
@@ -366,9 +334,20 @@ class _Connection:
         )
 
 
-class _H11Downstream:
+class _H11Port:
+    """The client side of one request on an h11 connection (relay.ClientPort)."""
+
     def __init__(self, connection: _Connection) -> None:
         self.c = connection
+
+    async def read_body(self, max_bytes: int) -> bytes | None:
+        return await self.c._read_body(max_bytes)
+
+    async def reject(self, reject: Reject) -> None:
+        await self.c._send_reject(reject)
+
+    async def wait_disconnected(self) -> None:
+        await self.c._wait_disconnected()
 
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         await self._guard(self.c._send(h11.Response(status_code=status, headers=headers)))
@@ -387,22 +366,12 @@ class _H11Downstream:
         self.c.closing = True
         await self.c.stream.aclose()
 
-    async def _guard(self, coro: object) -> None:
+    async def _guard(self, coro: Awaitable[None]) -> None:
         try:
-            await coro  # type: ignore[misc]
+            await coro
         except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
             raise ClientGone from exc
 
 
 def _head_size(request: h11.Request) -> int:
     return len(request.target) + sum(len(k) + len(v) + 4 for k, v in request.headers)
-
-
-def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
-    for key, value in headers:
-        if key == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
