@@ -31,6 +31,7 @@ import attrs
 from meshproxy_core.auth import mint_token
 from meshproxy_core.config import ConfigError, ProviderSettings, ProxyConfig
 from meshproxy_core.exchange import Proxy
+from meshproxy_core.pricing import PriceBook
 from meshproxy_core.records import UsageSink
 
 __all__ = ["main"]
@@ -170,7 +171,7 @@ async def _serve_async(
             fake = await group.start(serve_simulated_provider, "127.0.0.1", 0)
             config = _simulated(config, fake.base_url)
         server = Server(
-            Proxy(config, prices=_prices(config)),
+            build_proxy(config),
             sinks=sinks,
             limits=limits,
             timeouts=timeouts,
@@ -194,13 +195,13 @@ def _simulated(config: ProxyConfig, base: str) -> ProxyConfig:
     return attrs.evolve(config, providers=providers, projects={}, simulated=True)
 
 
-def _prices(config: ProxyConfig) -> Any:
-    try:
-        from meshproxy_core.pricing import PriceBook
-    except ImportError:  # pricing is optional until the price book ships
-        return None
+def build_proxy(config: ProxyConfig) -> Proxy:
+    """The proxy every adapter runs: the config, and the shipped price book with the config's
+    `[prices]` overrides."""
     book = PriceBook.default()
-    return book.with_overrides(config.price_overrides) if config.price_overrides else book
+    if config.price_overrides:
+        book = book.with_overrides(config.price_overrides)
+    return Proxy(config, prices=book)
 
 
 def _sinks(args: argparse.Namespace) -> list[UsageSink]:

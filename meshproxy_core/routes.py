@@ -26,7 +26,7 @@ import attrs
 
 from .errors import MethodNotAllowed, PathNotAllowed
 
-__all__ = ["MAX_TARGET_LENGTH", "EndpointKind", "Route", "match_route"]
+__all__ = ["MAX_TARGET_LENGTH", "EndpointKind", "Route", "claims_path", "match_route"]
 
 MAX_TARGET_LENGTH = 2048  # bytes of path + query; longer targets are refused
 
@@ -164,6 +164,21 @@ def match_route(method: str, target: str, *, mount: str = "") -> Route:
         if segments[: len(prefix)] == prefix:
             return _match_endpoint(name, method, segments[len(prefix) :], query, room)
     raise PathNotAllowed(provider)
+
+
+_CLAIMED_FIRST_SEGMENTS = ("openai", "anthropic", "v1", "rooms")
+
+
+def claims_path(path: str, *, mount: str = "") -> bool:
+    """Whether a path belongs to the proxy (under `mount`), so middleware in front of another
+    app answers it, allowed or refused, instead of passing it on. Only the first segment after
+    the mount counts: everything under the proxy's prefixes is the proxy's to refuse."""
+    if mount:
+        if path != mount and not path.startswith(mount + "/"):
+            return False
+        path = path[len(mount) :]
+    first = path.lstrip("/").split("/", 1)[0]
+    return path.startswith("/") and first in _CLAIMED_FIRST_SEGMENTS
 
 
 def _split_target(target: str) -> tuple[str, str]:
