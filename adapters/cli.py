@@ -6,6 +6,7 @@ neither), wiring sinks, and the banner that tells a newcomer what is running.
   meshproxy serve   run the proxy (anyio + h11); with no provider key configured it starts the
                     built-in simulated provider in-process, says so, and prints a ready token
   meshproxy token   mint a dev room token
+  meshproxy env     print the environment (base URLs, token, session) a room service needs
   meshproxy prices  list what the price book can price, or show one model with a worked example
 
 Does not own: any decision about requests (the core) or serving (adapters.server).
@@ -14,9 +15,11 @@ Does not own: any decision about requests (the core) or serving (adapters.server
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import secrets
+import shlex
 import sys
 import time
 import tomllib
@@ -85,6 +88,18 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--secret", help="signing secret (default: $MESHAGENT_SECRET)")
     token.set_defaults(run=_token)
 
+    env = commands.add_parser("env", help="print the environment a room service needs")
+    env.add_argument("--room", required=True)
+    env.add_argument("--participant", required=True)
+    env.add_argument("--project", default="dev-project")
+    env.add_argument("--models", action="append", help="provider/model pattern (repeatable)")
+    env.add_argument("--ttl", type=float, default=3600.0, help="token lifetime in seconds")
+    env.add_argument("--session", help="session id (default: a new one)")
+    env.add_argument("--proxy-url", default=f"http://127.0.0.1:{DEFAULT_PORT}")
+    env.add_argument("--secret", help="signing secret (default: $MESHAGENT_SECRET)")
+    env.add_argument("--format", choices=["shell", "dotenv", "json"], default="shell")
+    env.set_defaults(run=_env)
+
     from .prices_cli import add_prices_command
 
     add_prices_command(commands)
@@ -135,6 +150,55 @@ def _token(args: argparse.Namespace) -> int:
             kid=args.kid,
         )
     )
+    return 0
+
+
+def room_environment(
+    *,
+    proxy_url: str,
+    room: str,
+    token: str,
+    session: str,
+) -> dict[str, str]:
+    """The variables a room service needs to reach the proxy with the official SDKs, unmodified:
+    both SDKs read their base URL and key from these names."""
+    base = f"{proxy_url.rstrip('/')}/rooms/{room}"
+    return {
+        "OPENAI_BASE_URL": f"{base}/openai/v1",
+        "ANTHROPIC_BASE_URL": f"{base}/anthropic",
+        "OPENAI_API_KEY": token,
+        "ANTHROPIC_API_KEY": token,
+        "MESHAGENT_TOKEN": token,
+        "MESHAGENT_SESSION_ID": session,
+    }
+
+
+def _env(args: argparse.Namespace) -> int:
+    secret = args.secret or os.environ.get("MESHAGENT_SECRET")
+    if not secret:
+        print("meshproxy env: no secret; pass --secret or set MESHAGENT_SECRET", file=sys.stderr)
+        return 2
+    session = args.session or f"sess_{secrets.token_hex(8)}"
+    models = [m for group in args.models or [] for m in group.split(",") if m]
+    token = mint_token(
+        secret,
+        project=args.project,
+        room=args.room,
+        participant=args.participant,
+        now=time.time(),
+        ttl=args.ttl,
+        models=models or None,
+        session=session,
+    )
+    variables = room_environment(
+        proxy_url=args.proxy_url, room=args.room, token=token, session=session
+    )
+    if args.format == "json":
+        print(json.dumps(variables, indent=2))
+    else:
+        prefix = "export " if args.format == "shell" else ""
+        for name, value in variables.items():
+            print(f"{prefix}{name}={shlex.quote(value) if prefix else value}")
     return 0
 
 
