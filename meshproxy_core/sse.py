@@ -108,7 +108,7 @@ class SSEParser:
         rest = lines.pop()  # after the last LF: the start of an unterminated line
         stop = pos
         for line in lines:
-            start, stop = stop, stop + len(line)
+            stop += len(line)
             if self._line:
                 self._line.append(line)
                 line = b"".join(self._line)
