@@ -25,7 +25,7 @@ go. Usage parsing lives in usage/, prices in pricing, header rules in headers.
 from __future__ import annotations
 
 import enum
-import uuid
+import secrets
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 
@@ -555,7 +555,7 @@ def headers_value_str(items: Headers, name: bytes) -> str | None:
 
 
 def _random_id() -> str:
-    return "req_" + uuid.uuid4().hex
+    return "req_" + secrets.token_hex(16)
 
 
 _ZERO = Decimal(0)

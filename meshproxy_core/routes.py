@@ -185,7 +185,8 @@ def _split_target(target: str) -> tuple[str, str]:
     if len(target) > MAX_TARGET_LENGTH or not target.startswith("/"):
         # Absolute-form ("http://host/...") and asterisk-form targets are never proxied.
         raise PathNotAllowed(None)
-    if not target.isascii() or any(ord(c) < 0x21 or c == "\x7f" for c in target):
+    # isprintable() is False for every control character and DEL; a space is printable.
+    if not (target.isascii() and target.isprintable()) or " " in target:
         raise PathNotAllowed(None)
     if "#" in target:
         raise PathNotAllowed(None)
