@@ -7,6 +7,8 @@ neither), wiring sinks, and the banner that tells a newcomer what is running.
                     built-in simulated provider in-process, says so, and prints a ready token
   meshproxy token   mint a dev room token
   meshproxy env     print the environment (base URLs, token, session) a room service needs
+  meshproxy usage   account usage offline from HAR files, capture logs or response bodies
+  meshproxy usage report   totals over the ledger (table, CSV, JSON or an HTML page)
   meshproxy prices  list what the price book can price, or show one model with a worked example
 
 Does not own: any decision about requests (the core) or serving (adapters.server).
@@ -46,6 +48,13 @@ SIMULATED_KEY = "sk-simulated-provider"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["usage", "report"]:
+        # `meshproxy usage FILES…` accounts logs offline; `meshproxy usage report` reads the
+        # ledger. argparse cannot put a subcommand beside positional files, so route here.
+        from .report_cli import run_report
+
+        return run_report(argv[2:], sys.stdout, sys.stderr)
     parser = _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
@@ -70,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--records", type=Path, help="append every usage record to this JSONL file")
     serve.add_argument(
         "--log-http", action="store_true", help="log requests (credentials redacted)"
+    )
+    serve.add_argument(
+        "--capture", type=Path, help="append each forwarded exchange to this capture log (JSONL)"
     )
     serve.add_argument("--public-url", help="the URL clients reach the proxy at")
     serve.add_argument(
@@ -101,8 +113,10 @@ def _parser() -> argparse.ArgumentParser:
     env.set_defaults(run=_env)
 
     from .prices_cli import add_prices_command
+    from .usage_cli import add_usage_command
 
     add_prices_command(commands)
+    add_usage_command(commands)
     return parser
 
 
@@ -222,7 +236,7 @@ def _serve(args: argparse.Namespace) -> int:
 async def _serve_async(
     args: argparse.Namespace, config: ProxyConfig, limits: Any, timeouts: Any
 ) -> None:
-    from meshproxy.adapters.server import Server
+    from meshproxy.adapters.server import CaptureLog, Server
     from meshproxy.adapters.testing import serve_simulated_provider
 
     generated_secret = not config.secrets
@@ -230,6 +244,7 @@ async def _serve_async(
         config = attrs.evolve(config, secrets={"": secrets.token_urlsafe(32)})
     simulated = args.simulate or not config.has_any_provider_key()
     sinks = _sinks(args)
+    capture = CaptureLog(str(args.capture)) if args.capture else None
     async with anyio.create_task_group() as group:
         if simulated:
             fake = await group.start(serve_simulated_provider, "127.0.0.1", 0)
@@ -240,6 +255,7 @@ async def _serve_async(
             limits=limits,
             timeouts=timeouts,
             log_http=args.log_http,
+            capture=capture,
         )
         port = await group.start(server.serve, args.host, args.port)
         _banner(config, args.host, port, simulated=simulated, generated_secret=generated_secret)
@@ -249,6 +265,8 @@ async def _serve_async(
         close = getattr(sink, "close", None)
         if close is not None:
             close()
+    if capture is not None:
+        capture.close()
 
 
 def _simulated(config: ProxyConfig, base: str) -> ProxyConfig:

@@ -19,6 +19,7 @@ import anyio
 import attrs
 import httpcore
 
+from meshproxy_core.capture import CaptureTap
 from meshproxy_core.exchange import Exchange, Forward, Reject
 from meshproxy_core.records import Ending
 
@@ -119,6 +120,7 @@ async def relay(
     *,
     clock: Clock = time.time,
     cancel_ending: Callable[[], Ending] = lambda: Ending.CLIENT_GONE,
+    tap: CaptureTap | None = None,
 ) -> None:
     """Send `forward` upstream and stream the answer to `downstream`.
 
@@ -126,7 +128,7 @@ async def relay(
     ending is `cancel_ending()`: the caller knows whether the client left or the proxy stops).
     """
     try:
-        await _relay(exchange, forward, pool, downstream, clock)
+        await _relay(exchange, forward, pool, downstream, clock, tap)
     except anyio.get_cancelled_exc_class():
         exchange.abandon(cancel_ending(), now=clock())
         raise
@@ -140,16 +142,21 @@ async def _relay(
     pool: UpstreamPool,
     downstream: Downstream,
     clock: Clock,
+    tap: CaptureTap | None,
 ) -> None:
     head_sent = False
     try:
         async with pool.stream(forward) as response:
             head = exchange.response_head(response.status, response.headers)
+            if tap is not None:
+                tap.response_head(response.status, response.headers)
             await downstream.start(head.status, head.headers)
             head_sent = True
             ending = Ending.COMPLETE
             try:
                 async for chunk in response.aiter_stream():
+                    if tap is not None:
+                        tap.response_data(chunk)  # the upstream bytes, before any decoding
                     out = exchange.response_data(chunk)
                     if out:
                         await downstream.send(out)
@@ -182,6 +189,7 @@ async def handle_request(
     *,
     clock: Clock = time.time,
     cancel_ending: Callable[[], Ending] = lambda: Ending.SHUTDOWN,
+    tap: CaptureTap | None = None,
 ) -> None:
     """One request from head to record, for any async adapter: the order of exchange calls,
     reading the body, refusing, relaying, and noticing a client that leaves mid-response.
@@ -209,6 +217,8 @@ async def handle_request(
         if isinstance(forward, Reject):
             await port.reject(forward)
             return
+        if tap is not None:
+            tap.request(method, target, headers, body)  # the client's body, before rewriting
         async with anyio.create_task_group() as group:
 
             async def watch() -> None:
@@ -218,7 +228,7 @@ async def handle_request(
                 group.cancel_scope.cancel()
 
             group.start_soon(watch)
-            await relay(exchange, forward, pool, port, clock=clock, cancel_ending=ending)
+            await relay(exchange, forward, pool, port, clock=clock, cancel_ending=ending, tap=tap)
             group.cancel_scope.cancel()
     except anyio.get_cancelled_exc_class():
         exchange.abandon(ending(), now=clock())

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -22,13 +23,14 @@ import anyio.abc
 import attrs
 import h11
 
+from meshproxy_core.capture import CaptureTap, to_json_line
 from meshproxy_core.exchange import Exchange, Proxy, Reject
 from meshproxy_core.headers import redacted
 from meshproxy_core.records import Ending, UsageRecord, UsageSink
 
 from .relay import ClientGone, UpstreamPool, UpstreamTimeouts, handle_request
 
-__all__ = ["Server", "ServerLimits"]
+__all__ = ["CaptureLog", "Server", "ServerLimits"]
 
 log = logging.getLogger("meshproxy.server")
 http_log = logging.getLogger("meshproxy.http")
@@ -60,8 +62,10 @@ class Server:
         timeouts: UpstreamTimeouts | None = None,
         clock: Callable[[], float] = time.time,
         log_http: bool = False,
+        capture: CaptureLog | None = None,
     ) -> None:
         self.proxy = proxy
+        self.capture = capture
         self.sinks = list(sinks)
         self.limits = limits or ServerLimits()
         self.clock = clock
@@ -141,6 +145,31 @@ class Server:
                 log.exception("usage sink %r failed", sink)
 
 
+class CaptureLog:
+    """`meshproxy serve --capture FILE`: one capture line (meshproxy_core.capture) per forwarded
+    exchange, for offline accounting and debugging. Bodies are kept up to the body limit;
+    request credentials are redacted by the tap."""
+
+    def __init__(self, path: str) -> None:
+        self._file = open(path, "ab")  # noqa: SIM115  (closed by close())
+        self._lock = threading.Lock()
+
+    def tap(self, max_body_bytes: int) -> CaptureTap:
+        return CaptureTap(max_body_bytes)
+
+    def write(self, tap: CaptureTap, record: UsageRecord | None) -> None:
+        if record is None or not tap.forwarded:
+            return  # refusals never reached a provider; their records say everything
+        line = to_json_line(tap.finish(record))
+        with self._lock:
+            self._file.write(line)
+            self._file.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+
 class _Connection:
     """One client connection: a loop of request/response cycles over h11."""
 
@@ -217,6 +246,7 @@ class _Connection:
         server = self.server
         exchange = server.proxy.exchange(now=server.clock())
         port = _H11Port(self)
+        tap = server.capture.tap(server.proxy.config.max_body_bytes) if server.capture else None
         try:
             await handle_request(
                 exchange,
@@ -227,9 +257,12 @@ class _Connection:
                 server.pool,
                 clock=server.clock,
                 cancel_ending=lambda: self.cancel_reason,
+                tap=tap,
             )
         finally:
             server.emit(exchange.record)
+            if tap is not None and server.capture is not None:
+                server.capture.write(tap, exchange.record)
             if server.log_http:
                 self._log(request, exchange)
         if exchange.record is not None and exchange.record.ending is Ending.CLIENT_GONE:

@@ -273,6 +273,11 @@ class CaptureTap:
         self._response_body = bytearray()
         self._truncated = False
 
+    @property
+    def forwarded(self) -> bool:
+        """Whether `request()` was called: adapters call it once the exchange forwards."""
+        return bool(self._method)
+
     def request(
         self,
         method: str,
