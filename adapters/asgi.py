@@ -23,9 +23,10 @@ from typing import Any
 
 from meshproxy_core.config import ProxyConfig
 from meshproxy_core.exchange import Proxy, Reject
-from meshproxy_core.records import UsageRecord, UsageSink
+from meshproxy_core.records import UsageSink
 from meshproxy_core.routes import claims_path
 
+from .recording import Recorder
 from .relay import ClientGone, UpstreamPool, UpstreamTimeouts, handle_request
 
 __all__ = ["MeshProxyApp", "MeshProxyMiddleware", "app"]
@@ -47,11 +48,12 @@ class MeshProxyApp:
         proxy: Proxy,
         *,
         sinks: Sequence[UsageSink] = (),
+        recorder: Recorder | None = None,
         timeouts: UpstreamTimeouts | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.proxy = proxy
-        self.sinks = list(sinks)
+        self.recorder = recorder or Recorder(sinks)
         self.clock = clock
         self._timeouts = timeouts
         self._pool: UpstreamPool | None = None
@@ -71,7 +73,8 @@ class MeshProxyApp:
             from meshproxy.contrib.jsonl import JsonlSink
 
             sinks.append(JsonlSink(env["MESHPROXY_RECORDS"]))
-        return cls(build_proxy(config), sinks=sinks)
+        recorder = Recorder.from_config(document, env, sinks=sinks)
+        return cls(build_proxy(config), recorder=recorder)
 
     @property
     def pool(self) -> UpstreamPool:
@@ -90,36 +93,31 @@ class MeshProxyApp:
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         exchange = self.proxy.exchange(now=self.clock())
         port = _ASGIPort(receive, send)
+        headers = [(bytes(k).lower(), bytes(v)) for k, v in scope["headers"]]
+        context = self.recorder.start(headers)
         try:
             await handle_request(
                 exchange,
                 scope["method"],
                 _target(scope),
-                [(bytes(k).lower(), bytes(v)) for k, v in scope["headers"]],
+                headers,
                 port,
                 self.pool,
                 clock=self.clock,
+                settle=lambda record: self.recorder.settle(context, record),
+                ownership=self.recorder.ownership,
+                upstream_headers=lambda forwarded: self.recorder.upstream_headers(
+                    context, forwarded
+                ),
             )
         finally:
-            self._emit(exchange.record)
+            self.recorder.emit(context, exchange.record)
 
     async def aclose(self) -> None:
         if self._pool is not None:
             await self._pool.aclose()
             self._pool = None
-        for sink in self.sinks:
-            flush = getattr(sink, "flush", None) or getattr(sink, "close", None)
-            if flush is not None:
-                flush()
-
-    def _emit(self, record: UsageRecord | None) -> None:
-        if record is None:
-            return
-        for sink in self.sinks:
-            try:
-                sink.emit(record)
-            except Exception:  # a broken sink must not take the app down
-                log.exception("usage sink %r failed", sink)
+        self.recorder.close()
 
 
 class MeshProxyMiddleware:

@@ -80,6 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--log-http", action="store_true", help="log requests (credentials redacted)"
     )
+    serve.add_argument("--ledger", help="ledger path or URL (sqlite path, postgresql://…)")
+    serve.add_argument("--no-ledger", action="store_true", help="do not write the ledger")
     serve.add_argument(
         "--capture", type=Path, help="append each forwarded exchange to this capture log (JSONL)"
     )
@@ -229,12 +231,24 @@ def _serve(args: argparse.Namespace) -> int:
 
     limits = _settings(ServerLimits, document.get("server", {}), "server")
     timeouts = _settings(UpstreamTimeouts, document.get("upstream", {}), "upstream")
-    anyio.run(_serve_async, args, config, limits, timeouts)
+    from .recording import Recorder
+
+    recorder = Recorder.from_config(
+        document,
+        os.environ,
+        sinks=_sinks(args),
+        ledger_url=args.ledger,
+        ledger_enabled=False if args.no_ledger else None,
+    )
+    try:
+        anyio.run(_serve_async, args, config, limits, timeouts, recorder)
+    finally:
+        recorder.close()
     return 0
 
 
 async def _serve_async(
-    args: argparse.Namespace, config: ProxyConfig, limits: Any, timeouts: Any
+    args: argparse.Namespace, config: ProxyConfig, limits: Any, timeouts: Any, recorder: Any
 ) -> None:
     from meshproxy.adapters.server import CaptureLog, Server
     from meshproxy.adapters.testing import serve_simulated_provider
@@ -243,7 +257,6 @@ async def _serve_async(
     if generated_secret:
         config = attrs.evolve(config, secrets={"": secrets.token_urlsafe(32)})
     simulated = args.simulate or not config.has_any_provider_key()
-    sinks = _sinks(args)
     capture = CaptureLog(str(args.capture)) if args.capture else None
     async with anyio.create_task_group() as group:
         if simulated:
@@ -251,7 +264,7 @@ async def _serve_async(
             config = _simulated(config, fake.base_url)
         server = Server(
             build_proxy(config),
-            sinks=sinks,
+            recorder=recorder,
             limits=limits,
             timeouts=timeouts,
             log_http=args.log_http,
@@ -261,10 +274,6 @@ async def _serve_async(
         _banner(config, args.host, port, simulated=simulated, generated_secret=generated_secret)
         await server.wait_stopped()
         group.cancel_scope.cancel()
-    for sink in sinks:
-        close = getattr(sink, "close", None)
-        if close is not None:
-            close()
     if capture is not None:
         capture.close()
 

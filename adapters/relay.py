@@ -12,7 +12,7 @@ this module only reads, calls, writes.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import anyio
@@ -20,8 +20,8 @@ import attrs
 import httpcore
 
 from meshproxy_core.capture import CaptureTap
-from meshproxy_core.exchange import Exchange, Forward, Reject
-from meshproxy_core.records import Ending
+from meshproxy_core.exchange import CheckOwnership, Exchange, Forward, Reject
+from meshproxy_core.records import Ending, UsageRecord
 
 __all__ = [
     "ClientGone",
@@ -34,6 +34,8 @@ __all__ = [
 ]
 
 Clock = Callable[[], float]
+# Awaited with the finished record before the response's end is sent (ledger durability).
+Settle = Callable[[UsageRecord], Awaitable[None]]
 
 
 class ClientGone(Exception):
@@ -121,6 +123,7 @@ async def relay(
     clock: Clock = time.time,
     cancel_ending: Callable[[], Ending] = lambda: Ending.CLIENT_GONE,
     tap: CaptureTap | None = None,
+    settle: Settle | None = None,
 ) -> None:
     """Send `forward` upstream and stream the answer to `downstream`.
 
@@ -128,7 +131,7 @@ async def relay(
     ending is `cancel_ending()`: the caller knows whether the client left or the proxy stops).
     """
     try:
-        await _relay(exchange, forward, pool, downstream, clock, tap)
+        await _relay(exchange, forward, pool, downstream, clock, tap, settle)
     except anyio.get_cancelled_exc_class():
         exchange.abandon(cancel_ending(), now=clock())
         raise
@@ -143,6 +146,7 @@ async def _relay(
     downstream: Downstream,
     clock: Clock,
     tap: CaptureTap | None,
+    settle: Settle | None,
 ) -> None:
     head_sent = False
     try:
@@ -152,19 +156,29 @@ async def _relay(
                 tap.response_head(response.status, response.headers)
             await downstream.start(head.status, head.headers)
             head_sent = True
+            # With a fixed length, the bytes that complete the body are the response's end: they
+            # wait until the record is settled (durable), like the last chunk of a stream does.
+            remaining = _declared_length(head.headers) if settle is not None else None
+            held = b""
             ending = Ending.COMPLETE
             try:
                 async for chunk in response.aiter_stream():
                     if tap is not None:
                         tap.response_data(chunk)  # the upstream bytes, before any decoding
                     out = exchange.response_data(chunk)
+                    if remaining is not None and len(out) >= remaining:
+                        held, out = out, b""
+                    elif remaining is not None:
+                        remaining -= len(out)
                     if out:
                         await downstream.send(out)
             except _UPSTREAM_ERRORS as exc:
                 ending = _ending_for(exc)
             tail = exchange.finish(ending, now=clock())
-            if tail:
-                await downstream.send(tail)
+            if settle is not None and exchange.record is not None:
+                await settle(exchange.record)
+            if held or tail:
+                await downstream.send(held + tail)
             # A cut stream that the exchange closed with an error event ends cleanly; any other
             # cut response is ended abruptly, so the client sees it is incomplete.
             await downstream.end(clean=ending is Ending.COMPLETE or bool(tail))
@@ -179,6 +193,16 @@ async def _relay(
         await downstream.end(clean=True)
 
 
+def _declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    for key, value in headers:
+        if key == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
 async def handle_request(
     exchange: Exchange,
     method: str,
@@ -190,6 +214,10 @@ async def handle_request(
     clock: Clock = time.time,
     cancel_ending: Callable[[], Ending] = lambda: Ending.SHUTDOWN,
     tap: CaptureTap | None = None,
+    settle: Settle | None = None,
+    upstream_headers: Callable[[list[tuple[bytes, bytes]]], list[tuple[bytes, bytes]]]
+    | None = None,
+    ownership: Callable[[Exchange, CheckOwnership], Awaitable[Reject | Forward]] | None = None,
 ) -> None:
     """One request from head to record, for any async adapter: the order of exchange calls,
     reading the body, refusing, relaying, and noticing a client that leaves mid-response.
@@ -214,11 +242,15 @@ async def handle_request(
             await port.reject(exchange.body_too_large())
             return
         forward = exchange.request_body(body)
+        if isinstance(forward, CheckOwnership):
+            forward = await (ownership or _nobody_owns)(exchange, forward)
         if isinstance(forward, Reject):
             await port.reject(forward)
             return
         if tap is not None:
             tap.request(method, target, headers, body)  # the client's body, before rewriting
+        if upstream_headers is not None:
+            forward = attrs.evolve(forward, headers=upstream_headers(forward.headers))
         async with anyio.create_task_group() as group:
 
             async def watch() -> None:
@@ -235,6 +267,11 @@ async def handle_request(
         raise
     except (ClientGone, anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream):
         exchange.abandon(Ending.CLIENT_GONE, now=clock())
+
+
+async def _nobody_owns(exchange: Exchange, _question: CheckOwnership) -> Reject | Forward:
+    """With no ownership store, nothing is owned: closed by default (meshproxy_core.ownership)."""
+    return exchange.ownership_known(owner=None, owned_ids=())
 
 
 def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:

@@ -28,6 +28,7 @@ from meshproxy_core.exchange import Exchange, Proxy, Reject
 from meshproxy_core.headers import redacted
 from meshproxy_core.records import Ending, UsageRecord, UsageSink
 
+from .recording import Recorder
 from .relay import ClientGone, UpstreamPool, UpstreamTimeouts, handle_request
 
 __all__ = ["CaptureLog", "Server", "ServerLimits"]
@@ -58,6 +59,7 @@ class Server:
         proxy: Proxy,
         *,
         sinks: Sequence[UsageSink] = (),
+        recorder: Recorder | None = None,
         limits: ServerLimits | None = None,
         timeouts: UpstreamTimeouts | None = None,
         clock: Callable[[], float] = time.time,
@@ -66,7 +68,7 @@ class Server:
     ) -> None:
         self.proxy = proxy
         self.capture = capture
-        self.sinks = list(sinks)
+        self.recorder = recorder or Recorder(sinks)
         self.limits = limits or ServerLimits()
         self.clock = clock
         self.log_http = log_http
@@ -134,15 +136,6 @@ class Server:
         finally:
             self._connections.discard(connection)
             await stream.aclose()
-
-    def emit(self, record: UsageRecord | None) -> None:
-        if record is None:
-            return
-        for sink in self.sinks:
-            try:
-                sink.emit(record)
-            except Exception:  # a broken sink must not take the proxy down
-                log.exception("usage sink %r failed", sink)
 
 
 class CaptureLog:
@@ -247,20 +240,27 @@ class _Connection:
         exchange = server.proxy.exchange(now=server.clock())
         port = _H11Port(self)
         tap = server.capture.tap(server.proxy.config.max_body_bytes) if server.capture else None
+        headers = list(request.headers)
+        context = server.recorder.start(headers)
         try:
             await handle_request(
                 exchange,
                 request.method.decode("latin-1"),
                 request.target.decode("latin-1"),
-                list(request.headers),
+                headers,
                 port,
                 server.pool,
                 clock=server.clock,
                 cancel_ending=lambda: self.cancel_reason,
                 tap=tap,
+                settle=lambda record: server.recorder.settle(context, record),
+                ownership=server.recorder.ownership,
+                upstream_headers=lambda forwarded: server.recorder.upstream_headers(
+                    context, forwarded
+                ),
             )
         finally:
-            server.emit(exchange.record)
+            server.recorder.emit(context, exchange.record)
             if tap is not None and server.capture is not None:
                 server.capture.write(tap, exchange.record)
             if server.log_http:

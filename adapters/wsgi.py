@@ -23,13 +23,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import attrs
 import httpcore
 
 from meshproxy_core.config import ProxyConfig
-from meshproxy_core.exchange import Exchange, Forward, Proxy, Reject
-from meshproxy_core.records import Ending, UsageRecord, UsageSink
+from meshproxy_core.exchange import CheckOwnership, Exchange, Forward, Proxy, Reject
+from meshproxy_core.records import Ending, UsageSink
 from meshproxy_core.routes import claims_path
 
+from .recording import Recorder, RequestContext
 from .relay import UpstreamTimeouts
 
 __all__ = ["MeshProxyWSGI", "MeshProxyWSGIMiddleware", "app"]
@@ -52,11 +54,12 @@ class MeshProxyWSGI:
         proxy: Proxy,
         *,
         sinks: Sequence[UsageSink] = (),
+        recorder: Recorder | None = None,
         timeouts: UpstreamTimeouts | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.proxy = proxy
-        self.sinks = list(sinks)
+        self.recorder = recorder or Recorder(sinks)
         self.clock = clock
         self.timeouts = timeouts or UpstreamTimeouts()
         self.pool = httpcore.ConnectionPool(max_connections=256, keepalive_expiry=30.0)
@@ -69,17 +72,20 @@ class MeshProxyWSGI:
 
         env = dict(os.environ if env is None else env)
         path = env.get("MESHPROXY_CONFIG")
-        config = ProxyConfig.from_mapping(load_document(Path(path) if path else None), env)
+        document = load_document(Path(path) if path else None)
+        config = ProxyConfig.from_mapping(document, env)
         sinks: list[UsageSink] = []
         if env.get("MESHPROXY_RECORDS"):
             from meshproxy.contrib.jsonl import JsonlSink
 
             sinks.append(JsonlSink(env["MESHPROXY_RECORDS"]))
-        return cls(build_proxy(config), sinks=sinks)
+        recorder = Recorder.from_config(document, env, sinks=sinks)
+        return cls(build_proxy(config), recorder=recorder)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         exchange = self.proxy.exchange(now=self.clock())
         headers = _headers(environ)
+        context = self.recorder.start(headers)
         decision = exchange.request_head(
             environ["REQUEST_METHOD"],
             _target(environ),
@@ -87,38 +93,55 @@ class MeshProxyWSGI:
             content_length=_content_length(environ),
         )
         if isinstance(decision, Reject):
-            return self._reject(exchange, decision, start_response)
+            return self._reject(exchange, context, decision, start_response)
         body = _read_body(environ, decision.max_bytes)
         if body is None:
-            return self._reject(exchange, exchange.body_too_large(), start_response)
+            return self._reject(exchange, context, exchange.body_too_large(), start_response)
         forward = exchange.request_body(body)
+        if isinstance(forward, CheckOwnership):
+            forward = self.recorder.ownership_sync(exchange, forward)
         if isinstance(forward, Reject):
-            return self._reject(exchange, forward, start_response)
-        return self._relay(exchange, forward, start_response)
+            return self._reject(exchange, context, forward, start_response)
+        forward = attrs.evolve(
+            forward, headers=self.recorder.upstream_headers(context, forward.headers)
+        )
+        return self._relay(exchange, context, forward, start_response)
 
     def _reject(
-        self, exchange: Exchange, reject: Reject, start_response: StartResponse
+        self,
+        exchange: Exchange,
+        context: RequestContext,
+        reject: Reject,
+        start_response: StartResponse,
     ) -> list[bytes]:
         start_response(_status_line(reject.status), _native(reject.headers))
-        self._emit(exchange.record)
+        self.recorder.emit(context, exchange.record)
         return [reject.body]
 
     def _relay(
-        self, exchange: Exchange, forward: Forward, start_response: StartResponse
+        self,
+        exchange: Exchange,
+        context: RequestContext,
+        forward: Forward,
+        start_response: StartResponse,
     ) -> Iterator[bytes]:
         """The response body, as a generator: nothing upstream happens until the server iterates,
         and the server's `close()` (client gone) closes the upstream response too."""
         try:
-            yield from self._stream(exchange, forward, start_response)
+            yield from self._stream(exchange, context, forward, start_response)
         except GeneratorExit:
             exchange.abandon(Ending.CLIENT_GONE, now=self.clock())
             raise
         finally:
             exchange.abandon(Ending.CLIENT_GONE, now=self.clock())  # no-op once finished
-            self._emit(exchange.record)
+            self.recorder.emit(context, exchange.record)
 
     def _stream(
-        self, exchange: Exchange, forward: Forward, start_response: StartResponse
+        self,
+        exchange: Exchange,
+        context: RequestContext,
+        forward: Forward,
+        start_response: StartResponse,
     ) -> Iterator[bytes]:
         t = self.timeouts
         head_sent = False
@@ -140,17 +163,27 @@ class MeshProxyWSGI:
                 head = exchange.response_head(response.status, response.headers)
                 start_response(_status_line(head.status), _native(head.headers))
                 head_sent = True
+                # The bytes that complete a fixed-length body wait for the record to be durable
+                # (as in relay._relay); a chunked body ends after the generator's last item.
+                remaining = _declared_length(head.headers)
+                held = b""
                 ending = Ending.COMPLETE
                 try:
                     for chunk in response.iter_stream():
                         out = exchange.response_data(chunk)
+                        if remaining is not None and len(out) >= remaining:
+                            held, out = out, b""
+                        elif remaining is not None:
+                            remaining -= len(out)
                         if out:
                             yield out
                 except _UPSTREAM_ERRORS as exc:
                     ending = _ending_for(exc)
                 tail = exchange.finish(ending, now=self.clock())
-                if tail:
-                    yield tail
+                if exchange.record is not None:
+                    self.recorder.settle_sync(context, exchange.record)
+                if held or tail:
+                    yield held + tail
                 if ending is not Ending.COMPLETE and not tail:
                     # Cut and not closed with an error event: make the server drop the
                     # connection so the client sees the body is incomplete.
@@ -165,19 +198,7 @@ class MeshProxyWSGI:
 
     def close(self) -> None:
         self.pool.close()
-        for sink in self.sinks:
-            flush = getattr(sink, "flush", None) or getattr(sink, "close", None)
-            if flush is not None:
-                flush()
-
-    def _emit(self, record: UsageRecord | None) -> None:
-        if record is None:
-            return
-        for sink in self.sinks:
-            try:
-                sink.emit(record)
-            except Exception:
-                log.exception("usage sink %r failed", sink)
+        self.recorder.close()
 
 
 class MeshProxyWSGIMiddleware:
@@ -258,6 +279,16 @@ def _read_body(environ: Environ, max_bytes: int) -> bytes | None:
             return None
         parts.append(chunk)
     return b"".join(parts)
+
+
+def _declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    for key, value in headers:
+        if key == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
 
 
 def _status_line(status: int) -> str:

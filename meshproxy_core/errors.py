@@ -122,6 +122,15 @@ class ModelNotAllowed(PermissionDenied):
         super().__init__(provider, f"The model {_quote(model)} is not allowed for this room token.")
 
 
+class ObjectNotFound(ProxyError):
+    """The request names a stored object the caller's room does not own. Answered exactly as
+    for an id that does not exist, so a room cannot probe for other rooms' ids."""
+
+    status = 404
+    code = "object_not_found"
+    message = "No such object."
+
+
 class BadRequest(ProxyError):
     status = 400
     code = "invalid_request"

@@ -9,7 +9,9 @@ States and transitions (every other call raises `ExchangeStateError`):
     AWAIT_HEAD --request_head()--> AWAIT_BODY           (the head is acceptable so far)
                \\-------------->   DONE                 (Reject: refused before the body)
     AWAIT_BODY --request_body()--> FORWARDED            (Forward: send this upstream)
+               \\-------------->   AWAIT_OWNERSHIP      (CheckOwnership: look up an owner)
                \\-------------->   DONE                 (Reject)
+    AWAIT_OWNERSHIP --ownership_known()--> FORWARDED | DONE
     FORWARDED  --response_head()--> STREAMING
                \\--upstream_failed()--> DONE            (Reject-shaped 502/504 for the client)
     STREAMING  --response_data()*--> STREAMING
@@ -26,18 +28,19 @@ from __future__ import annotations
 
 import enum
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 
 import attrs
 
-from . import auth, routes
+from . import auth, ownership, routes
 from . import headers as header_rules
 from .config import ProviderSettings, ProxyConfig
 from .encoding import ContentDecoder, DecodingError
 from .errors import (
     BodyTooLarge,
     ModelNotPriced,
+    ObjectNotFound,
     ProxyError,
     RoomMismatch,
     UpstreamTimeout,
@@ -60,7 +63,16 @@ from .usage import Metering, RequestFacts, UsageMeter
 from .usage.request_facts import read_request
 from .usage.select import meter_for
 
-__all__ = ["Exchange", "ExchangeStateError", "Forward", "Reject", "ResponseHead"]
+__all__ = [
+    "CheckOwnership",
+    "Exchange",
+    "ExchangeStateError",
+    "Forward",
+    "NeedBody",
+    "Proxy",
+    "Reject",
+    "ResponseHead",
+]
 
 Headers = Sequence[tuple[bytes, bytes]]
 
@@ -72,6 +84,7 @@ class ExchangeStateError(RuntimeError):
 class _State(enum.Enum):
     AWAIT_HEAD = "await_head"
     AWAIT_BODY = "await_body"
+    AWAIT_OWNERSHIP = "await_ownership"
     FORWARDED = "forwarded"
     STREAMING = "streaming"
     DONE = "done"
@@ -101,6 +114,16 @@ class Forward:
     url: str
     headers: list[tuple[bytes, bytes]]
     body: bytes
+
+
+@attrs.frozen
+class CheckOwnership:
+    """Look up who owns an object (or what the caller's room owns), then call
+    `ownership_known`: the request names stored objects (meshproxy_core.ownership)."""
+
+    check: ownership.OwnershipCheck
+    project: str
+    room: str
 
 
 @attrs.frozen
@@ -144,7 +167,9 @@ class Exchange:
         self._decode_failed = False
         self._event_stream = False
         self._upstream_request_id: str | None = None
-        self._reject: ProxyError | None = None
+        self._settings: ProviderSettings | None = None
+        self._upstream_body = b""
+        self._check: ownership.OwnershipCheck | None = None
         self.record: UsageRecord | None = None
 
     @property
@@ -192,8 +217,8 @@ class Exchange:
         self._expect(_State.AWAIT_BODY)
         return self._refuse(BodyTooLarge(self._provider))
 
-    def request_body(self, body: bytes) -> Reject | Forward:
-        """Decide what needs the body (model grant, price), and rewrite the request."""
+    def request_body(self, body: bytes) -> Reject | Forward | CheckOwnership:
+        """Decide what needs the body (model grant, price, ownership), and rewrite the request."""
         self._expect(_State.AWAIT_BODY)
         route, principal = self._route, self._principal
         assert route is not None and principal is not None
@@ -212,26 +237,65 @@ class Exchange:
                 batch_id=batch_id,
                 public_base_url=self._public_base_url(),
             )
+            facts = attrs.evolve(facts, creates=ownership.creates(route))
             self._facts = facts
             if route.kind not in routes.FREE_KINDS:
                 auth.check_model_grant(principal, route.provider, facts.model)
                 self._check_priced(route, facts)
-            settings = self._config.provider_settings(
+            if facts.names_conversation:
+                raise ObjectNotFound(route.provider)
+            self._settings = self._config.provider_settings(
                 route.provider, principal.project, principal.room
             )
         except ProxyError as refusal:
             return self._refuse(refusal)
+        self._upstream_body = upstream_body
+        check = ownership.check_for(route, facts.previous_response_id)
+        if check is not None:
+            self._check = check
+            self._state = _State.AWAIT_OWNERSHIP
+            return CheckOwnership(check, project=principal.project, room=principal.room)
+        return self._forward(route.query)
+
+    def ownership_known(
+        self,
+        *,
+        owner: tuple[str, str] | None = None,
+        owned_ids: Iterable[str] | None = None,
+    ) -> Reject | Forward:
+        """The answer to `CheckOwnership`: the (project, room) owning the named object (None:
+        nobody, or unknown), or the ids the caller's room owns (for a listing)."""
+        self._expect(_State.AWAIT_OWNERSHIP)
+        route, principal, facts, check = self._route, self._principal, self._facts, self._check
+        assert route is not None and principal is not None and facts is not None
+        assert check is not None
+        query = route.query
+        if check.object_id is not None and owner != (principal.project, principal.room):
+            return self._refuse(ObjectNotFound(route.provider))
+        if check.list_owned:
+            query, limit, backwards = ownership.list_query(route.query)
+            self._facts = attrs.evolve(
+                facts,
+                owned_ids=frozenset(owned_ids or ()),
+                page_limit=limit,
+                page_backwards=backwards,
+            )
+        return self._forward(query)
+
+    def _forward(self, query: str) -> Forward:
+        route, facts, settings = self._route, self._facts, self._settings
+        assert route is not None and facts is not None and settings is not None
         self._state = _State.FORWARDED
         return Forward(
             method=self._method,
-            url=settings.upstream_url(route.provider, route.upstream_path, route.query),
+            url=settings.upstream_url(route.provider, route.upstream_path, query),
             headers=header_rules.request_headers_upstream(
                 self._client_headers,
                 credentials=_credentials(route.provider, settings),
                 defaults=self._default_headers(route.provider),
                 identity_only=facts.rewrites_response(),
             ),
-            body=upstream_body,
+            body=self._upstream_body,
         )
 
     def _check_priced(self, route: routes.Route, facts: RequestFacts) -> None:
@@ -434,6 +498,8 @@ class Exchange:
             batch_id=metering.batch_id,
             batch_custom_ids=metering.batch_custom_ids,
             line_items=line_items,
+            created_object_kind=facts.creates if metering.created_object_id else None,
+            created_object_id=metering.created_object_id,
         )
         self._state = _State.DONE
 

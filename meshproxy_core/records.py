@@ -184,6 +184,8 @@ class UsageRecord:
     batch_id: str | None = None
     batch_custom_ids: tuple[str, ...] = ()
     line_items: tuple[LineItem, ...] = ()
+    created_object_kind: str | None = None  # a stored object this request created, to be
+    created_object_id: str | None = None  # registered to the caller's room (ownership)
 
 
 class UsageSink(Protocol):

@@ -39,13 +39,23 @@ class RequestFacts:
     # anthropic batches: the proxy's own base URL for the provider (e.g.
     # "https://proxy.example/anthropic/v1"); batch objects' results_url are rewritten onto it.
     public_base_url: str | None = None
+    # Ownership (meshproxy_core.ownership): the object kind a success creates, the response a
+    # Responses request continues, whether it names a conversation, and for a filtered batch
+    # listing the caller's room's ids, the page size it asked for and its direction.
+    creates: str | None = None
+    previous_response_id: str | None = None
+    names_conversation: bool = False
+    owned_ids: frozenset[str] | None = None
+    page_limit: int = 20
+    page_backwards: bool = False
 
     def rewrites_response(self) -> bool:
         """Whether the meter may change the response bytes (it then needs identity bytes, and
         the upstream Content-Length no longer holds): the stripped chat usage chunk, and batch
         objects whose results_url is rewritten onto the proxy."""
         return self.strip_usage_chunk or (
-            self.endpoint == "messages.batches" and bool(self.public_base_url)
+            self.endpoint == "messages.batches"
+            and (bool(self.public_base_url) or self.owned_ids is not None)
         )
 
 
@@ -64,6 +74,7 @@ class Metering:
     batch_custom_ids: tuple[str, ...] = ()
     # Separately billed units whose sum is `usage` (batch results: one per succeeded line).
     line_items: tuple[LineItem, ...] = ()
+    created_object_id: str | None = None  # the id of the object a success created
     rewritten: bool = False  # the meter changed the bytes the client received
 
 

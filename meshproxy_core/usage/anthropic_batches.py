@@ -21,6 +21,8 @@ import json
 import re
 from typing import Any
 
+import attrs
+
 from ..records import LineItem, Usage, UsageSource
 from . import Metering, RequestFacts
 from .anthropic_messages import anthropic_usage
@@ -31,34 +33,74 @@ __all__ = ["MAX_RAW_RESULTS", "BatchObjectMeter", "BatchResultsMeter"]
 # raw_usage keeps at most this many per-line usage objects (a batch has up to 100,000 lines).
 MAX_RAW_RESULTS = 10_000
 
+_EMPTY_LIST = b'{"data":[],"has_more":false,"first_id":null,"last_id":null}'
 _RESULTS_URL = re.compile(rb'("results_url"\s*:\s*)"(?:[^"\\]|\\.)*"')
 
 
 class BatchObjectMeter:
-    """A batch object or a list of them: free; results_url rewritten when a base URL is known."""
+    """A batch object or a list of them: free. Held back and rewritten when the proxy knows its
+    public URL (results_url) or filters a listing to the caller's room (owned_ids); the id of a
+    created batch is reported so the proxy can register it to the room."""
 
     def __init__(self, facts: RequestFacts) -> None:
         self.facts = facts
         self._base = (facts.public_base_url or "").rstrip("/")
+        self._holds = bool(self._base) or facts.owned_ids is not None
+        self._copies = self._holds or facts.creates is not None
         self._chunks: list[bytes] = []
         self._size = 0
 
     def feed(self, data: bytes) -> bytes:
-        if not self._base:
+        if self._copies and self._size <= MAX_JSON_BODY:
+            self._chunks.append(data)
+            self._size += len(data)
+        if not self._holds:
             return data
-        self._chunks.append(data)
-        self._size += len(data)
         return b""
 
     def finish(self, complete: bool) -> tuple[bytes, Metering]:
-        if not self._base:
-            return b"", Metering(source=UsageSource.FREE)
         body = b"".join(self._chunks)
         self._chunks = []
-        rewritten = self._rewrite(body) if complete and self._size <= MAX_JSON_BODY else None
+        obj = loads_object(body) if self._copies and self._size <= MAX_JSON_BODY else None
+        created = as_str(obj.get("id")) if obj is not None and self.facts.creates else None
+        metering = Metering(source=UsageSource.FREE, created_object_id=created)
+        if not self._holds:
+            return b"", metering
+        if self.facts.owned_ids is not None:
+            if obj is None or not complete or not isinstance(obj.get("data"), list):
+                # A listing that cannot be read cannot be filtered: show nothing rather than
+                # risk showing another room's batches.
+                return _EMPTY_LIST, attrs.evolve(metering, rewritten=True)
+            page = json.dumps(self._filtered(obj), separators=(",", ":")).encode()
+            return page, attrs.evolve(metering, rewritten=True)
+        if obj is None or not complete:
+            return body, metering
+        rewritten = self._rewrite(body) if self._base else None
         if rewritten is None or rewritten == body:
-            return body, Metering(source=UsageSource.FREE)
-        return rewritten, Metering(source=UsageSource.FREE, rewritten=True)
+            return body, metering
+        return rewritten, attrs.evolve(metering, rewritten=True)
+
+    def _filtered(self, page: dict[str, Any]) -> dict[str, Any]:
+        """The caller's room's batches of an upstream page (asked for with the largest limit,
+        see ownership.list_query), cut to the page size the client asked for."""
+        owned = self.facts.owned_ids or frozenset()
+        mine = [b for b in page["data"] if isinstance(b, dict) and b.get("id") in owned]
+        limit = self.facts.page_limit
+        # Newest first; `before_id` pages towards newer batches: the page ends at the cursor.
+        kept = mine[-limit:] if self.facts.page_backwards else mine[:limit]
+        if self._base:
+            kept = [
+                {**b, "results_url": self._url(b["id"])} if b.get("results_url") else b
+                for b in kept
+            ]
+        more = len(mine) > len(kept) or page.get("has_more") is True
+        return {
+            **page,
+            "data": kept,
+            "has_more": more,
+            "first_id": kept[0]["id"] if kept else None,
+            "last_id": kept[-1]["id"] if kept else None,
+        }
 
     def _rewrite(self, body: bytes) -> bytes | None:
         obj = loads_object(body)

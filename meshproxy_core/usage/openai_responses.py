@@ -66,6 +66,7 @@ def _response_metering(response: dict[str, Any]) -> Metering:
     raw = response.get("usage")
     error_code = as_str(get(response, "error", "code"))
     fields: dict[str, Any] = {
+        "created_object_id": as_str(response.get("id")),
         "response_model": as_str(response.get("model")),
         "service_tier": as_str(response.get("service_tier")),
         "error_code": error_code,
@@ -103,6 +104,7 @@ class ResponsesStreamMeter(SseMeter):
         self._chars = 0
         self._model: str | None = None  # from response.created, for streams cut before the end
         self._tier: str | None = None
+        self._id: str | None = None
 
     def _on_event(self, event: Event) -> None:
         kind = event_kind(event)
@@ -113,6 +115,7 @@ class ResponsesStreamMeter(SseMeter):
             response = get(self._decode(event), "response")
             self._model = as_str(get(response, "model"))
             self._tier = as_str(get(response, "service_tier"))
+            self._id = as_str(get(response, "id"))
         elif kind in _TERMINAL:
             obj = self._decode(event)
             response = get(obj, "response")
@@ -133,7 +136,11 @@ class ResponsesStreamMeter(SseMeter):
                 # response.incomplete with null usage after text was streamed: estimate.
                 terminal = _estimated(terminal, self._chars)
             return _merge(terminal, error)
-        known: dict[str, Any] = {"response_model": self._model, "service_tier": self._tier}
+        known: dict[str, Any] = {
+            "response_model": self._model,
+            "service_tier": self._tier,
+            "created_object_id": self._id,
+        }
         if self._chars:
             return Metering(
                 usage=Usage(output_tokens=estimate_output_tokens(self._chars)),
@@ -150,6 +157,7 @@ def _estimated(metering: Metering, chars: int) -> Metering:
         source=UsageSource.ESTIMATED,
         response_model=metering.response_model,
         service_tier=metering.service_tier,
+        created_object_id=metering.created_object_id,
     )
 
 

@@ -94,6 +94,8 @@ def _facts_from_json(facts: RequestFacts, obj: dict[str, Any]) -> RequestFacts:
         ),
         response_format=_str(obj.get("response_format")),
         stream_format=_str(obj.get("stream_format")),
+        previous_response_id=_str(obj.get("previous_response_id")),
+        names_conversation=obj.get("conversation") is not None,
     )
 
 

@@ -36,6 +36,7 @@ class ProxyProcess:
         self.upstream_url = upstream_url
         self.records_path = workdir / "records.jsonl"
         self.log_path = workdir / "proxy.log"
+        self.ledger_path = workdir / "ledger.sqlite3"
         self.extra_args = extra_args or []
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
@@ -52,6 +53,7 @@ class ProxyProcess:
             "OPENAI_BASE_URL": self.upstream_url + "/v1",
             "ANTHROPIC_API_KEY": ANTHROPIC_KEY,
             "ANTHROPIC_BASE_URL": self.upstream_url,
+            "MESHPROXY_LEDGER": str(self.ledger_path),
         }
         cmd = [
             sys.executable,

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +20,7 @@ LAST_BANNER_LINE = "choices[0].message.content)'"
 
 
 @pytest.fixture
-def banner() -> Iterator[str]:
+def banner(tmp_path: Path) -> Iterator[str]:
     env = {
         k: v
         for k, v in os.environ.items()
@@ -32,6 +33,7 @@ def banner() -> Iterator[str]:
         stdin=subprocess.DEVNULL,
         env=env,
         text=True,
+        cwd=tmp_path,  # the default ledger file is created in the working directory
     )
     lines: queue.Queue[str] = queue.Queue()
     assert process.stdout is not None

@@ -166,6 +166,7 @@ class Served:
             "ANTHROPIC_API_KEY": ANTHROPIC_KEY,
             "ANTHROPIC_BASE_URL": upstream,
             "MESHPROXY_RECORDS": str(self.records_path),
+            "MESHPROXY_LEDGER": str(workdir / f"{name}.sqlite3"),
         }
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(

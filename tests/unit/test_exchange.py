@@ -11,6 +11,7 @@ import pytest
 from meshproxy_core.auth import mint_token
 from meshproxy_core.config import ProxyConfig
 from meshproxy_core.exchange import (
+    CheckOwnership,
     Exchange,
     ExchangeStateError,
     Forward,
@@ -257,7 +258,8 @@ def test_batch_results_priced_per_line_by_each_lines_model() -> None:
         content_length=None,
     )
     assert isinstance(decision, NeedBody)
-    assert isinstance(ex.request_body(b""), Forward)
+    assert isinstance(ex.request_body(b""), CheckOwnership)
+    assert isinstance(ex.ownership_known(owner=("p", "r")), Forward)
     ex.response_head(200, [(b"content-type", b"application/binary")])
     lines = [
         _batch_line(
@@ -290,3 +292,104 @@ def test_batch_results_priced_per_line_by_each_lines_model() -> None:
     assert costs == [Decimal("0.0055"), Decimal("0.009")]
     assert record.cost is not None and record.cost.total == Decimal("0.0145")
     assert record.usage.input_tokens == 2000 and record.usage.output_tokens == 3000
+
+
+def _get(p: Proxy, target: str) -> tuple[Exchange, object]:
+    ex = p.exchange(now=NOW)
+    decision = ex.request_head("GET", target, [(b"x-api-key", token().encode())], content_length=0)
+    assert isinstance(decision, NeedBody)
+    return ex, ex.request_body(b"")
+
+
+def test_another_rooms_batch_is_not_found_and_never_forwarded() -> None:
+    ex, check = _get(proxy(), "/anthropic/v1/messages/batches/msgbatch_other")
+    assert isinstance(check, CheckOwnership)
+    assert (check.check.object_id, check.project, check.room) == ("msgbatch_other", "p", "r")
+    reject = ex.ownership_known(owner=("p", "another-room"))
+    assert isinstance(reject, Reject) and reject.status == 404
+    body = json.loads(reject.body)
+    assert body["type"] == "error" and body["error"]["type"] == "not_found_error"
+    assert ex.record is not None and ex.record.reject_reason == "object_not_found"
+    ex, _ = _get(proxy(), "/anthropic/v1/messages/batches/msgbatch_unknown")
+    assert isinstance(ex.ownership_known(owner=None), Reject)
+    ex, _ = _get(proxy(), "/anthropic/v1/messages/batches/msgbatch_mine")
+    assert isinstance(ex.ownership_known(owner=("p", "r")), Forward)
+
+
+def _batch(i: int) -> dict:
+    return {"id": f"msgbatch_{i}", "type": "message_batch", "results_url": None}
+
+
+def test_batch_listing_is_filtered_to_the_callers_room() -> None:
+    ex, check = _get(proxy(), "/anthropic/v1/messages/batches?limit=2&after_id=msgbatch_0")
+    assert isinstance(check, CheckOwnership) and check.check.list_owned
+    forward = ex.ownership_known(owned_ids={"msgbatch_2", "msgbatch_4", "msgbatch_5"})
+    assert isinstance(forward, Forward)
+    assert forward.url.endswith("/messages/batches?after_id=msgbatch_0&limit=1000")
+    ex.response_head(200, [(b"content-type", b"application/json"), (b"content-length", b"9")])
+    page = {
+        "data": [_batch(i) for i in range(1, 7)],
+        "has_more": False,
+        "first_id": "msgbatch_1",
+        "last_id": "msgbatch_6",
+    }
+    assert ex.response_data(json.dumps(page).encode()) == b""
+    out = json.loads(ex.finish(Ending.COMPLETE, now=NOW))
+    assert [b["id"] for b in out["data"]] == ["msgbatch_2", "msgbatch_4"]
+    assert (out["first_id"], out["last_id"], out["has_more"]) == ("msgbatch_2", "msgbatch_4", True)
+
+
+def test_previous_response_of_another_room_is_refused() -> None:
+    body = {"model": "gpt-4o-mini", "input": "go on", "previous_response_id": "resp_theirs"}
+    ex, check = start(proxy(), "/openai/v1/responses", body)
+    assert isinstance(check, CheckOwnership) and check.check.kind == "openai.response"
+    reject = ex.ownership_known(owner=("p", "other"))
+    assert isinstance(reject, Reject) and reject.status == 404
+    assert json.loads(reject.body)["error"]["code"] == "object_not_found"
+    ex, check = start(
+        proxy(), "/openai/v1/responses", {**body, "previous_response_id": "resp_mine"}
+    )
+    assert isinstance(ex.ownership_known(owner=("p", "r")), Forward)
+
+
+def test_conversations_cannot_be_named() -> None:
+    body = {"model": "gpt-4o-mini", "input": "x", "conversation": "conv_123"}
+    _, reject = start(proxy(), "/openai/v1/responses", body)
+    assert isinstance(reject, Reject) and reject.status == 404
+
+
+def test_created_objects_are_on_the_record() -> None:
+    ex, forward = start(proxy(), "/openai/v1/responses", {"model": "gpt-4o-mini", "input": "x"})
+    assert isinstance(forward, Forward)
+    ex.response_head(200, [(b"content-type", b"application/json")])
+    response = {
+        "id": "resp_new",
+        "object": "response",
+        "model": "gpt-4o-mini",
+        "status": "completed",
+        "usage": {"input_tokens": 5, "output_tokens": 2},
+    }
+    ex.response_data(json.dumps(response).encode())
+    ex.finish(Ending.COMPLETE, now=NOW)
+    assert ex.record is not None
+    assert (ex.record.created_object_kind, ex.record.created_object_id) == (
+        "openai.response",
+        "resp_new",
+    )
+    create = {
+        "requests": [
+            {
+                "custom_id": "a",
+                "params": {"model": "claude-haiku-4-5", "max_tokens": 5, "messages": []},
+            }
+        ]
+    }
+    ex, forward = start(
+        proxy(), "/anthropic/v1/messages/batches", create, [(b"x-api-key", token().encode())]
+    )
+    assert isinstance(forward, Forward)
+    ex.response_head(200, [(b"content-type", b"application/json")])
+    ex.response_data(json.dumps(_batch(77)).encode())
+    ex.finish(Ending.COMPLETE, now=NOW)
+    assert ex.record is not None and ex.record.created_object_id == "msgbatch_77"
+    assert ex.record.created_object_kind == "anthropic.message_batch"
