@@ -260,7 +260,16 @@ async def handle_request(
                 group.cancel_scope.cancel()
 
             group.start_soon(watch)
-            await relay(exchange, forward, pool, port, clock=clock, cancel_ending=ending, tap=tap)
+            await relay(
+                exchange,
+                forward,
+                pool,
+                port,
+                clock=clock,
+                cancel_ending=ending,
+                tap=tap,
+                settle=settle,
+            )
             group.cancel_scope.cancel()
     except anyio.get_cancelled_exc_class():
         exchange.abandon(ending(), now=clock())

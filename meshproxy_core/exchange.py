@@ -27,6 +27,7 @@ go. Usage parsing lives in usage/, prices in pricing, header rules in headers.
 from __future__ import annotations
 
 import enum
+import re
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
@@ -312,10 +313,19 @@ class Exchange:
         return []
 
     def _public_base_url(self) -> str | None:
+        """Where clients reach this proxy, for URLs the proxy writes into responses (batch
+        `results_url`): `[proxy] public_url`, else the request's own Host over plain http (set
+        `public_url` behind TLS). A Host that is not a plain host[:port] gives none."""
         route = self._route
-        if self._config.public_url is None or route is None:
+        if route is None:
             return None
-        base = self._config.public_url.rstrip("/") + self._config.mount
+        public = self._config.public_url
+        if public is None:
+            host = headers_value_str(self._client_headers, b"host")
+            if host is None or not _HOST.fullmatch(host):
+                return None
+            public = f"http://{host}"
+        base = public.rstrip("/") + self._config.mount
         if route.room is not None:
             base += f"/rooms/{route.room}"
         return base + ("/anthropic/v1" if route.provider == "anthropic" else "/openai/v1")
@@ -625,3 +635,5 @@ def _random_id() -> str:
 
 
 _ZERO = Decimal(0)
+# A Host header fit to be written into a URL: a name or address, an optional port.
+_HOST = re.compile(r"(?:[A-Za-z0-9.\-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?")

@@ -29,6 +29,7 @@ import math
 import struct
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+from urllib.parse import parse_qsl
 
 import attrs
 
@@ -912,6 +913,29 @@ class Simulator:
             else None,
         }
 
+    def _batch_page(self, req: ReceivedRequest, ctx: _Ctx) -> dict[str, Any]:
+        """A page of batches as Anthropic pages them: newest first, `limit` (default 20, at
+        most 1000), and the cursors `after_id` (older than) / `before_id` (newer than)."""
+        query = dict(parse_qsl(req.query))
+        ordered = list(reversed(self._batches.values()))  # newest first
+        ids = [b.id for b in ordered]
+        limit = max(1, min(int(query.get("limit", "20") or 20), 1000))
+        if query.get("after_id") in ids:
+            ordered = ordered[ids.index(query["after_id"]) + 1 :]
+            page, more = ordered[:limit], len(ordered) > limit
+        elif query.get("before_id") in ids:
+            ordered = ordered[: ids.index(query["before_id"])]
+            page, more = ordered[-limit:], len(ordered) > limit
+        else:
+            page, more = ordered[:limit], len(ordered) > limit
+        docs = [self._batch_doc(b, ctx, ended=True) for b in page]
+        return {
+            "data": docs,
+            "has_more": more,
+            "first_id": docs[0]["id"] if docs else None,
+            "last_id": docs[-1]["id"] if docs else None,
+        }
+
     def _anthropic_batches(self, req: ReceivedRequest, ctx: _Ctx) -> Reply:
         parts = req.path.removeprefix("/v1/messages/batches").strip("/").split("/")
         kind = "anthropic.batches"
@@ -924,14 +948,7 @@ class Simulator:
                 bid = f"msgbatch_fake{ctx.seq:06d}{_digest(requests)[:8]}"
                 self._batches[bid] = _Batch(bid, ctx.now, requests)
                 return ctx.json(self._batch_doc(self._batches[bid], ctx, ended=False), kind=kind)
-            docs = [self._batch_doc(b, ctx, ended=True) for b in self._batches.values()]
-            doc = {
-                "data": docs,
-                "has_more": False,
-                "first_id": docs[0]["id"] if docs else None,
-                "last_id": docs[-1]["id"] if docs else None,
-            }
-            return ctx.json(doc, kind=kind)
+            return ctx.json(self._batch_page(req, ctx), kind=kind)
         batch = self._batches.get(parts[0])
         if batch is None or len(parts) > 2:
             return error_reply("anthropic", 404, "Not Found", request_id=ctx.request_id)

@@ -15,6 +15,10 @@ Stream: usage arrives only on the one terminal event: `response.completed`, `res
 (billable; its usage may be null) or `response.failed` (usually null usage, plus
 `response.error`). There is no `[DONE]` (§16.7). Text deltas are scanned for the estimator.
 
+Created objects (ownership): the response `id` is reported as `created_object_id` only when the
+request creates a stored response (`facts.creates`, i.e. `POST /responses`); a compaction's
+`resp_...` id names nothing a later request can use.
+
 Does not own: `/responses/input_tokens`, which is free (select).
 """
 
@@ -27,7 +31,7 @@ import attrs
 
 from ..records import Usage, UsageSource
 from ..sse import Event
-from . import Metering
+from . import Metering, RequestFacts
 from .common import (
     JsonBodyMeter,
     SseMeter,
@@ -91,7 +95,7 @@ class ResponsesJsonMeter(JsonBodyMeter):
                 error_type=as_str(get(obj, "error", "type")),
                 error_code=as_str(get(obj, "error", "code")),
             )
-        return _response_metering(obj)
+        return _only_what_it_creates(_response_metering(obj), self.facts)
 
 
 class ResponsesStreamMeter(SseMeter):
@@ -127,6 +131,9 @@ class ResponsesStreamMeter(SseMeter):
                 self._error_code = as_str(obj.get("code")) or as_str(get(obj, "error", "code"))
 
     def _result(self, complete: bool) -> Metering:
+        return _only_what_it_creates(self._read(), self.facts)
+
+    def _read(self) -> Metering:
         error: dict[str, Any] = {}
         if self._error_code is not None:
             error = {"error_type": "error", "error_code": self._error_code}
@@ -149,6 +156,16 @@ class ResponsesStreamMeter(SseMeter):
                 **error,
             )
         return self._no_usage(**known, **error)
+
+
+def _only_what_it_creates(metering: Metering, facts: RequestFacts) -> Metering:
+    """Report the response id as a created object only when the request creates one
+    (`facts.creates`). `/responses/compact` answers with a `resp_...` id too, but it stores
+    nothing a later request can name: an id without a kind must not reach the ownership store
+    (it would register an object of no kind)."""
+    if facts.creates is None and metering.created_object_id is not None:
+        return attrs.evolve(metering, created_object_id=None)
+    return metering
 
 
 def _estimated(metering: Metering, chars: int) -> Metering:
