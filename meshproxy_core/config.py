@@ -17,7 +17,14 @@ import attrs
 
 from .errors import ProxyError
 
-__all__ = ["ConfigError", "ProviderNotConfigured", "ProviderSettings", "ProxyConfig"]
+__all__ = [
+    "AppFilter",
+    "ConfigError",
+    "ProjectSettings",
+    "ProviderNotConfigured",
+    "ProviderSettings",
+    "ProxyConfig",
+]
 
 PROVIDERS = ("openai", "anthropic")
 DEFAULT_BASE_URLS = {
@@ -68,9 +75,29 @@ class ProviderSettings:
 
 
 @attrs.frozen
+class AppFilter:
+    """Which client applications (by User-Agent) a project accepts. Patterns are shell-style
+    globs (`*`, `?`, `[...]`), matched case-insensitively against the whole User-Agent."""
+
+    mode: str = "blocked"  # "blocked": refuse matches; "allowed": refuse everything else
+    user_agents: tuple[str, ...] = ()
+    require_user_agent: bool = False  # refuse requests that send no User-Agent at all
+
+
+@attrs.frozen
 class ProjectSettings:
+    """One project's settings: its own provider keys (per room too), the models it allows (both
+    this and the token's own grant must allow a model), and its app filter."""
+
     providers: Mapping[str, ProviderSettings] = attrs.field(factory=dict)
     rooms: Mapping[str, Mapping[str, ProviderSettings]] = attrs.field(factory=dict)
+    allowed_models: tuple[str, ...] | None = None  # `provider/model` patterns; None: all
+    app_filter: AppFilter | None = None
+
+    @classmethod
+    def from_mapping(cls, data: Any, where: str = "project") -> ProjectSettings:
+        """Validate a project's table (TOML `[projects.ID]`, or the admin API's JSON)."""
+        return _project(data, where)
 
 
 @attrs.frozen
@@ -145,6 +172,14 @@ class ProxyConfig:
             raise ProviderNotConfigured(provider)
         return settings
 
+    def project(self, project: str) -> ProjectSettings | None:
+        return self.projects.get(project)
+
+    def with_projects(self, projects: Mapping[str, ProjectSettings]) -> ProxyConfig:
+        """This configuration with `projects` replacing the named projects' settings (settings
+        changed at run time through the admin API)."""
+        return attrs.evolve(self, projects={**self.projects, **projects})
+
     def has_any_provider_key(self) -> bool:
         return any(p.api_key for p in self.providers.values()) or any(
             p.api_key for proj in self.projects.values() for p in proj.providers.values()
@@ -177,6 +212,9 @@ def _provider(data: Any, where: str) -> ProviderSettings:
 def _project(data: Any, where: str) -> ProjectSettings:
     if not isinstance(data, Mapping):
         raise ConfigError(f"[{where}] must be a table")
+    unknown = set(data) - {"providers", "rooms", "allowed_models", "app_filter"}
+    if unknown:
+        raise ConfigError(f"[{where}] has unknown keys: {', '.join(sorted(unknown))}")
     providers = {
         name: _provider(body, f"{where}.providers.{name}")
         for name, body in _table(data, "providers").items()
@@ -188,7 +226,41 @@ def _project(data: Any, where: str) -> ProjectSettings:
         }
         for room, body in _table(data, "rooms").items()
     }
-    return ProjectSettings(providers=providers, rooms=rooms)
+    return ProjectSettings(
+        providers=providers,
+        rooms=rooms,
+        allowed_models=_patterns(data.get("allowed_models"), f"{where}.allowed_models"),
+        app_filter=_app_filter(data.get("app_filter"), f"{where}.app_filter"),
+    )
+
+
+def _patterns(value: Any, where: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"[{where}] must be a list of non-empty strings")
+    return tuple(value)
+
+
+def _app_filter(data: Any, where: str) -> AppFilter | None:
+    if data is None:
+        return None
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"[{where}] must be a table")
+    unknown = set(data) - {"mode", "user_agents", "require_user_agent"}
+    if unknown:
+        raise ConfigError(f"[{where}] has unknown keys: {', '.join(sorted(unknown))}")
+    mode = data.get("mode", "blocked")
+    if mode not in ("blocked", "allowed"):
+        raise ConfigError(f"[{where}] mode must be 'blocked' or 'allowed'")
+    require = data.get("require_user_agent", False)
+    if not isinstance(require, bool):
+        raise ConfigError(f"[{where}] require_user_agent must be true or false")
+    return AppFilter(
+        mode=mode,
+        user_agents=_patterns(data.get("user_agents", []), f"{where}.user_agents") or (),
+        require_user_agent=require,
+    )
 
 
 def _mount(value: Any) -> str:

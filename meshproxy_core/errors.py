@@ -131,6 +131,16 @@ class ObjectNotFound(ProxyError):
     message = "No such object."
 
 
+class AppNotAllowed(PermissionDenied):
+    code = "app_not_allowed"
+    message = "This application is not allowed to use this project."
+
+
+class UserAgentRequired(PermissionDenied):
+    code = "user_agent_required"
+    message = "This project requires a User-Agent header."
+
+
 class BadRequest(ProxyError):
     status = 400
     code = "invalid_request"

@@ -34,7 +34,7 @@ from decimal import Decimal
 
 import attrs
 
-from . import auth, ownership, routes
+from . import auth, ownership, policy, routes
 from . import headers as header_rules
 from .config import ProviderSettings, ProxyConfig
 from .encoding import ContentDecoder, DecodingError
@@ -206,6 +206,12 @@ class Exchange:
             self._principal = principal
             if self._route.room is not None and self._route.room != principal.room:
                 raise RoomMismatch(self._route.provider)
+            settings = self._config.project(principal.project)
+            policy.check_app(
+                self._route.provider,
+                settings.app_filter if settings is not None else None,
+                headers_value_str(headers, b"user-agent"),
+            )
             if content_length is not None and content_length > self._config.max_body_bytes:
                 raise BodyTooLarge(self._route.provider)
         except ProxyError as refusal:
@@ -242,6 +248,9 @@ class Exchange:
             self._facts = facts
             if route.kind not in routes.FREE_KINDS:
                 auth.check_model_grant(principal, route.provider, facts.model)
+                policy.check_project_model(
+                    self._config.project(principal.project), route.provider, facts.model
+                )
                 self._check_priced(route, facts)
             if facts.names_conversation:
                 raise ObjectNotFound(route.provider)
