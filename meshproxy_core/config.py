@@ -93,6 +93,7 @@ class ProjectSettings:
     rooms: Mapping[str, Mapping[str, ProviderSettings]] = attrs.field(factory=dict)
     allowed_models: tuple[str, ...] | None = None  # `provider/model` patterns; None: all
     app_filter: AppFilter | None = None
+    prices: Mapping[str, Any] = attrs.field(factory=dict)  # price-book overrides (negotiated)
 
     @classmethod
     def from_mapping(cls, data: Any, where: str = "project") -> ProjectSettings:
@@ -212,7 +213,7 @@ def _provider(data: Any, where: str) -> ProviderSettings:
 def _project(data: Any, where: str) -> ProjectSettings:
     if not isinstance(data, Mapping):
         raise ConfigError(f"[{where}] must be a table")
-    unknown = set(data) - {"providers", "rooms", "allowed_models", "app_filter"}
+    unknown = set(data) - {"providers", "rooms", "allowed_models", "app_filter", "prices"}
     if unknown:
         raise ConfigError(f"[{where}] has unknown keys: {', '.join(sorted(unknown))}")
     providers = {
@@ -231,6 +232,7 @@ def _project(data: Any, where: str) -> ProjectSettings:
         rooms=rooms,
         allowed_models=_patterns(data.get("allowed_models"), f"{where}.allowed_models"),
         app_filter=_app_filter(data.get("app_filter"), f"{where}.app_filter"),
+        prices=_table(data, "prices"),
     )
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import enum
 import re
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 
 import attrs
@@ -146,10 +146,12 @@ class Exchange:
         now: float,
         principal: Principal | None = None,
         enforce_prices: bool = True,
+        project_prices: Mapping[str, PriceBook] | None = None,
     ) -> None:
         self._config = config
         self._verifier = verifier
         self._prices = prices
+        self._project_prices = project_prices or {}
         self._authenticated = principal
         self._enforce_prices = enforce_prices
         self._request_id = request_id
@@ -204,6 +206,8 @@ class Exchange:
             if session:
                 principal = attrs.evolve(principal, session=session)
             self._principal = principal
+            # A project's negotiated prices replace the list prices for its requests.
+            self._prices = self._project_prices.get(principal.project, self._prices)
             if self._route.room is not None and self._route.room != principal.room:
                 raise RoomMismatch(self._route.provider)
             settings = self._config.project(principal.project)
@@ -590,6 +594,12 @@ class Proxy:
         ids: Callable[[], str] | None = None,
     ) -> None:
         self.config = config
+        # Each project with `[projects.ID.prices]` gets the book with its overrides applied.
+        self.project_prices = {
+            project_id: prices.with_overrides(settings.prices)
+            for project_id, settings in config.projects.items()
+            if prices is not None and settings.prices
+        }
         self.verifier = verifier or auth.HS256Verifier(config.secrets, leeway=config.leeway_seconds)
         self.prices = prices
         self._ids = ids or _random_id
@@ -614,6 +624,7 @@ class Proxy:
             now=now,
             principal=principal,
             enforce_prices=enforce_prices,
+            project_prices=self.project_prices,
         )
 
 

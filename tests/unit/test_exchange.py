@@ -393,3 +393,46 @@ def test_created_objects_are_on_the_record() -> None:
     ex.finish(Ending.COMPLETE, now=NOW)
     assert ex.record is not None and ex.record.created_object_id == "msgbatch_77"
     assert ex.record.created_object_kind == "anthropic.message_batch"
+
+
+def test_project_prices_override_list_prices_for_that_project_only() -> None:
+    document = {
+        "projects": {
+            "negotiated": {
+                "prices": {
+                    "providers": {
+                        "openai": {
+                            "models": {
+                                "gpt-4o-mini": {
+                                    "source": "contract 42",
+                                    "effective": "2026-11-01",
+                                    "rates": {"input": Decimal("0.10"), "output": Decimal("0.40")},
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    p = Proxy(ProxyConfig.from_mapping(document, ENV), prices=PriceBook.default())
+    costs = {}
+    for project in ("negotiated", "list-price"):
+        ex = p.exchange(now=NOW)
+        auth_header = f"Bearer {token(project=project)}".encode()
+        body = json.dumps(CHAT).encode()
+        ex.request_head("POST", "/v1/chat/completions",
+                        [(b"authorization", auth_header), (b"content-type", b"application/json")],
+                        content_length=len(body))
+        ex.request_body(body)
+        ex.response_head(200, [(b"content-type", b"application/json")])
+        ex.response_data(json.dumps(CHAT_RESPONSE).encode())
+        ex.finish(Ending.COMPLETE, now=NOW)
+        assert ex.record is not None and ex.record.cost is not None
+        costs[project] = ex.record.cost.total
+    # 600 input + 400 cached (no cache rate in the contract: incomplete) ... priced parts only:
+    # negotiated: 600 x 0.10/1e6 + 200 x 0.40/1e6 = 0.00006 + 0.00008 = 0.00014
+    assert costs["negotiated"] == Decimal("0.00014")
+    # list: gpt-4o-mini $0.15 in, $0.075 cached, $0.60 out per 1M
+    # = 600 x 0.15/1e6 + 400 x 0.075/1e6 + 200 x 0.60/1e6 = 0.00009 + 0.00003 + 0.00012
+    assert costs["list-price"] == Decimal("0.00024")
