@@ -166,8 +166,10 @@ class Recorder:
             return
         if self.ledger is not None and not context.settled:
             self.ledger.emit(record)
-        if context.trace is not None:
-            self.otel.end_request(context.trace, record)
+        if self.otel is not None:
+            self.otel.emit(record)  # metrics
+            if context.trace is not None:
+                self.otel.end_request(context.trace, record)
         for sink in self.sinks:
             try:
                 sink.emit(record)

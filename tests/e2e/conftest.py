@@ -32,7 +32,14 @@ START_TIMEOUT = 20.0
 class ProxyProcess:
     """`meshproxy serve` in a subprocess, pointed at a fake upstream."""
 
-    def __init__(self, upstream_url: str, workdir: Path, extra_args: list[str] | None = None):
+    def __init__(
+        self,
+        upstream_url: str,
+        workdir: Path,
+        extra_args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ):
+        self.extra_env = env or {}
         self.upstream_url = upstream_url
         self.records_path = workdir / "records.jsonl"
         self.log_path = workdir / "proxy.log"
@@ -54,6 +61,7 @@ class ProxyProcess:
             "ANTHROPIC_API_KEY": ANTHROPIC_KEY,
             "ANTHROPIC_BASE_URL": self.upstream_url,
             "MESHPROXY_LEDGER": str(self.ledger_path),
+            **self.extra_env,
         }
         cmd = [
             sys.executable,
