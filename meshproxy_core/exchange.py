@@ -251,11 +251,8 @@ class Exchange:
             facts = attrs.evolve(facts, creates=ownership.creates(route))
             self._facts = facts
             if route.kind not in routes.FREE_KINDS:
-                auth.check_model_grant(principal, route.provider, facts.model)
-                policy.check_project_model(
-                    self._config.project(principal.project), route.provider, facts.model
-                )
-                self._check_priced(route, facts)
+                for model in (facts.model, *facts.batch_models):
+                    self._check_model(route, principal, model)
             if facts.names_conversation:
                 raise ObjectNotFound(route.provider)
             self._settings = self._config.provider_settings(
@@ -312,13 +309,16 @@ class Exchange:
             body=self._upstream_body,
         )
 
-    def _check_priced(self, route: routes.Route, facts: RequestFacts) -> None:
-        if not self._enforce_prices or self._prices is None or facts.model is None:
+    def _check_model(self, route: routes.Route, principal: Principal, model: str | None) -> None:
+        """The token and the project must allow the model, and the book must price it."""
+        auth.check_model_grant(principal, route.provider, model)
+        policy.check_project_model(self._config.project(principal.project), route.provider, model)
+        if not self._enforce_prices or self._prices is None or model is None:
             return
-        if route.kind in _UNMETERED_KINDS:
-            return
-        if not self._prices.can_price(route.provider, route.kind.value, facts.model):
-            raise ModelNotPriced(route.provider, facts.model)
+        # A batch's requests are Messages requests, billed when the results are read.
+        kind = "messages" if route.kind is routes.EndpointKind.MESSAGE_BATCHES else route.kind.value
+        if not self._prices.can_price(route.provider, kind, model):
+            raise ModelNotPriced(route.provider, model)
 
     def _default_headers(self, provider: str) -> list[tuple[bytes, bytes]]:
         if provider == "anthropic":
@@ -626,11 +626,6 @@ class Proxy:
             enforce_prices=enforce_prices,
             project_prices=self.project_prices,
         )
-
-
-# Endpoints whose model is checked against the grant, but that bill nothing themselves:
-# batch creation is billed when its results are read (and then per line's model).
-_UNMETERED_KINDS = frozenset({routes.EndpointKind.MESSAGE_BATCHES})
 
 
 def _credentials(provider: str, settings: ProviderSettings) -> list[tuple[bytes, bytes]]:

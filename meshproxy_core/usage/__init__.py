@@ -42,6 +42,7 @@ class RequestFacts:
     # Ownership (meshproxy_core.ownership): the object kind a success creates, the response a
     # Responses request continues, whether it names a conversation, and for a filtered batch
     # listing the caller's room's ids, the page size it asked for and its direction.
+    batch_models: tuple[str, ...] = ()  # batch creation: the models its requests name
     creates: str | None = None
     previous_response_id: str | None = None
     names_conversation: bool = False

@@ -96,7 +96,23 @@ def _facts_from_json(facts: RequestFacts, obj: dict[str, Any]) -> RequestFacts:
         stream_format=_str(obj.get("stream_format")),
         previous_response_id=_str(obj.get("previous_response_id")),
         names_conversation=obj.get("conversation") is not None,
+        batch_models=_batch_models(obj) if facts.endpoint == "messages.batches" else (),
     )
+
+
+def _batch_models(obj: dict[str, Any]) -> tuple[str, ...]:
+    """The distinct models a batch's requests name: each is checked like a single request's,
+    because the batch is billed (per line) when its results are read (WIRE.md §11)."""
+    requests = obj.get("requests")
+    if not isinstance(requests, list):
+        return ()
+    models: dict[str, None] = {}
+    for item in requests:
+        params = item.get("params") if isinstance(item, dict) else None
+        model = params.get("model") if isinstance(params, dict) else None
+        if isinstance(model, str):
+            models[model] = None
+    return tuple(models)
 
 
 def _asks_for_usage(obj: dict[str, Any]) -> bool:

@@ -421,9 +421,12 @@ def test_project_prices_override_list_prices_for_that_project_only() -> None:
         ex = p.exchange(now=NOW)
         auth_header = f"Bearer {token(project=project)}".encode()
         body = json.dumps(CHAT).encode()
-        ex.request_head("POST", "/v1/chat/completions",
-                        [(b"authorization", auth_header), (b"content-type", b"application/json")],
-                        content_length=len(body))
+        ex.request_head(
+            "POST",
+            "/v1/chat/completions",
+            [(b"authorization", auth_header), (b"content-type", b"application/json")],
+            content_length=len(body),
+        )
         ex.request_body(body)
         ex.response_head(200, [(b"content-type", b"application/json")])
         ex.response_data(json.dumps(CHAT_RESPONSE).encode())
@@ -436,3 +439,28 @@ def test_project_prices_override_list_prices_for_that_project_only() -> None:
     # list: gpt-4o-mini $0.15 in, $0.075 cached, $0.60 out per 1M
     # = 600 x 0.15/1e6 + 400 x 0.075/1e6 + 200 x 0.60/1e6 = 0.00009 + 0.00003 + 0.00012
     assert costs["list-price"] == Decimal("0.00024")
+
+
+def test_batch_creation_checks_every_requests_model() -> None:
+    def create(names: list[str], **grant: object) -> Forward | Reject | CheckOwnership:
+        body = {
+            "requests": [
+                {"custom_id": f"c{i}", "params": {"model": m, "max_tokens": 5, "messages": []}}
+                for i, m in enumerate(names)
+            ]
+        }
+        _, decision = start(
+            proxy(),
+            "/anthropic/v1/messages/batches",
+            body,
+            [(b"x-api-key", token(**grant).encode())],
+        )
+        return decision
+
+    assert isinstance(create(["claude-haiku-4-5", "claude-sonnet-4-5"]), Forward)
+    unpriced = create(["claude-haiku-4-5", "claude-unknown-7"])
+    assert isinstance(unpriced, Reject) and json.loads(unpriced.body)["error"]["code"] == (
+        "model_not_priced"
+    )
+    denied = create(["claude-sonnet-4-5"], models=["anthropic/claude-haiku*"])
+    assert isinstance(denied, Reject) and denied.status == 403
