@@ -37,7 +37,7 @@ import attrs
 from . import routes
 from .capture import CapturedExchange, CaptureFormatError, from_json_line
 from .errors import ProxyError
-from .exchange import Exchange, Proxy, Reject
+from .exchange import CheckOwnership, Exchange, Proxy, Reject
 from .headers import redacted
 from .records import Ending, ImageCount, Principal, Usage, UsageRecord
 from .sse import SSEParser
@@ -111,8 +111,16 @@ def _replay(ex: Exchange, captured: CapturedExchange, ending: Ending) -> None:
         _bytes_headers(captured.request_headers),
         content_length=len(captured.request_body),
     )
-    if isinstance(decision, Reject) or isinstance(ex.request_body(captured.request_body), Reject):
+    if isinstance(decision, Reject):
         return  # refused again, as it was live (or would have been, had it been seen)
+    forward = ex.request_body(captured.request_body)
+    if isinstance(forward, CheckOwnership):
+        # The log is the truth: what was answered live was the caller's own. A listing's
+        # filter is irrelevant to accounting (listing is free).
+        owner = (forward.project, forward.room)
+        forward = ex.ownership_known(owner=owner, owned_ids=())
+    if isinstance(forward, Reject):
+        return
     if captured.status == 0:
         if ending in (Ending.UPSTREAM_FAILED, Ending.TIMEOUT):
             ex.upstream_failed(ending, now=captured.ended_at)

@@ -59,13 +59,14 @@ def test_sigkill_loses_no_finished_request(fake: FakeUpstreamProcess, tmp_path: 
 def test_report_adds_up_the_records(fake: FakeUpstreamProcess, tmp_path: Path) -> None:
     ledger_path = tmp_path / "ledger.sqlite3"
     with ProxyProcess(fake.base_url, tmp_path, ["--ledger", str(ledger_path)]) as proxy:
+        records = []
         for room in ("red", "red", "blue"):
-            openai.OpenAI(
+            raw = openai.OpenAI(
                 base_url=proxy.url + "/v1", api_key=make_token(room=room), max_retries=0
-            ).chat.completions.create(
+            ).chat.completions.with_raw_response.create(
                 model="gpt-4o-mini", messages=[{"role": "user", "content": room}]
             )
-        records = proxy.records()
+            records.append(proxy.record(raw.headers["x-meshproxy-request-id"]))
     result = subprocess.run(
         [
             sys.executable,
