@@ -18,14 +18,17 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from pathlib import Path
 from typing import Any
+
+import anyio
 
 from meshproxy_core.config import ProxyConfig
 from meshproxy_core.exchange import Proxy, Reject
 from meshproxy_core.records import UsageSink
 from meshproxy_core.routes import claims_path
 
+from .admin import AdminAPI
+from .live_settings import LiveSettings
 from .recording import Recorder
 from .relay import ClientGone, UpstreamPool, UpstreamTimeouts, handle_request
 
@@ -51,8 +54,12 @@ class MeshProxyApp:
         recorder: Recorder | None = None,
         timeouts: UpstreamTimeouts | None = None,
         clock: Callable[[], float] = time.time,
+        admin: AdminAPI | None = None,
+        settings: LiveSettings | None = None,
     ) -> None:
         self.proxy = proxy
+        self.admin = admin  # answers /admin/… when set
+        self.settings = settings  # when set, settings changed at run time replace `proxy`
         self.recorder = recorder or Recorder(sinks)
         self.clock = clock
         self._timeouts = timeouts
@@ -60,21 +67,11 @@ class MeshProxyApp:
 
     @classmethod
     def from_environment(cls, env: MutableMapping[str, str] | None = None) -> MeshProxyApp:
-        """Configured like `meshproxy serve`: `MESHPROXY_CONFIG` names a TOML file; provider keys
-        and the token secret come from the environment; records go to `MESHPROXY_RECORDS`."""
-        from .cli import build_proxy, load_document
+        """Configured like `meshproxy serve` (see `cli.components_from_environment`)."""
+        from .cli import components_from_environment
 
-        env = dict(os.environ if env is None else env)
-        path = env.get("MESHPROXY_CONFIG")
-        document = load_document(Path(path) if path else None)
-        config = ProxyConfig.from_mapping(document, env)
-        sinks: list[UsageSink] = []
-        if env.get("MESHPROXY_RECORDS"):
-            from meshproxy.contrib.jsonl import JsonlSink
-
-            sinks.append(JsonlSink(env["MESHPROXY_RECORDS"]))
-        recorder = Recorder.from_config(document, env, sinks=sinks)
-        return cls(build_proxy(config), recorder=recorder)
+        proxy, recorder = components_from_environment(os.environ if env is None else env)
+        return cls(proxy, recorder=recorder)
 
     @property
     def pool(self) -> UpstreamPool:
@@ -91,6 +88,12 @@ class MeshProxyApp:
             await send({"type": "websocket.close", "code": 1008})
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.admin is not None and AdminAPI.claims(scope["path"]):
+            await self._serve_admin(self.admin, scope, receive, send)
+            return
+        if self.settings is not None and self.settings.stale():
+            # Changed on this replica or another: the next request runs on the new settings.
+            self.proxy = await anyio.to_thread.run_sync(self.settings.reload)
         exchange = self.proxy.exchange(now=self.clock())
         port = _ASGIPort(receive, send)
         headers = [(bytes(k).lower(), bytes(v)) for k, v in scope["headers"]]
@@ -112,6 +115,22 @@ class MeshProxyApp:
             )
         finally:
             self.recorder.emit(context, exchange.record)
+
+    async def _serve_admin(self, admin: AdminAPI, scope: Scope, receive: Receive, send: Send) -> None:
+        port = _ASGIPort(receive, send)
+        try:
+            body = await port.read_body(admin.max_body_bytes)
+        except ClientGone:
+            return
+        headers = [(bytes(k).lower(), bytes(v)) for k, v in scope["headers"]]
+        # database I/O: off the event loop
+        status, out, data = await anyio.to_thread.run_sync(
+            admin.handle, scope["method"], _target(scope), headers, body
+        )
+        try:
+            await port.reject(Reject(status=status, headers=out, body=data))
+        except ClientGone:
+            return
 
     async def aclose(self) -> None:
         if self._pool is not None:

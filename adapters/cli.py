@@ -25,7 +25,7 @@ import shlex
 import sys
 import time
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -284,6 +284,24 @@ def _simulated(config: ProxyConfig, base: str) -> ProxyConfig:
         "anthropic": ProviderSettings(api_key=SIMULATED_KEY, base_url=base),
     }
     return attrs.evolve(config, providers=providers, projects={}, simulated=True)
+
+
+def components_from_environment(env: Mapping[str, str]) -> tuple[Proxy, Any]:
+    """The proxy and its recorder for an app server (uvicorn, gunicorn…), configured like
+    `meshproxy serve`: `MESHPROXY_CONFIG` names a TOML file, `MESHPROXY_RECORDS` a JSONL
+    record file, `MESHPROXY_LEDGER` the ledger; keys and the token secret from the environment."""
+    from .recording import Recorder
+
+    env = dict(env)
+    path = env.get("MESHPROXY_CONFIG")
+    document = load_document(Path(path) if path else None)
+    sinks: list[UsageSink] = []
+    if env.get("MESHPROXY_RECORDS"):
+        from meshproxy.contrib.jsonl import JsonlSink
+
+        sinks.append(JsonlSink(env["MESHPROXY_RECORDS"]))
+    recorder = Recorder.from_config(document, env, sinks=sinks)
+    return build_proxy(ProxyConfig.from_mapping(document, env)), recorder
 
 
 def build_proxy(config: ProxyConfig) -> Proxy:

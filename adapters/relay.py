@@ -21,6 +21,7 @@ import httpcore
 
 from meshproxy_core.capture import CaptureTap
 from meshproxy_core.exchange import CheckOwnership, Exchange, Forward, Reject
+from meshproxy_core.headers import content_length
 from meshproxy_core.records import Ending, UsageRecord
 
 __all__ = [
@@ -158,7 +159,7 @@ async def _relay(
             head_sent = True
             # With a fixed length, the bytes that complete the body are the response's end: they
             # wait until the record is settled (durable), like the last chunk of a stream does.
-            remaining = _declared_length(head.headers) if settle is not None else None
+            remaining = content_length(head.headers) if settle is not None else None
             held = b""
             ending = Ending.COMPLETE
             try:
@@ -193,16 +194,6 @@ async def _relay(
         await downstream.end(clean=True)
 
 
-def _declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
-    for key, value in headers:
-        if key == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
-
-
 async def handle_request(
     exchange: Exchange,
     method: str,
@@ -232,7 +223,7 @@ async def handle_request(
 
     try:
         decision = exchange.request_head(
-            method, target, headers, content_length=_content_length(headers)
+            method, target, headers, content_length=content_length(headers)
         )
         if isinstance(decision, Reject):
             await port.reject(decision)
@@ -281,13 +272,3 @@ async def handle_request(
 async def _nobody_owns(exchange: Exchange, _question: CheckOwnership) -> Reject | Forward:
     """With no ownership store, nothing is owned: closed by default (meshproxy_core.ownership)."""
     return exchange.ownership_known(owner=None, owned_ids=())
-
-
-def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
-    for key, value in headers:
-        if key.lower() == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None

@@ -28,6 +28,8 @@ from meshproxy_core.exchange import Exchange, Proxy, Reject
 from meshproxy_core.headers import redacted
 from meshproxy_core.records import Ending, UsageRecord, UsageSink
 
+from .admin import AdminAPI
+from .live_settings import LiveSettings
 from .recording import Recorder
 from .relay import ClientGone, UpstreamPool, UpstreamTimeouts, handle_request
 
@@ -65,9 +67,13 @@ class Server:
         clock: Callable[[], float] = time.time,
         log_http: bool = False,
         capture: CaptureLog | None = None,
+        admin: AdminAPI | None = None,
+        settings: LiveSettings | None = None,
     ) -> None:
         self.proxy = proxy
         self.capture = capture
+        self.admin = admin  # answers /admin/… when set
+        self.settings = settings  # when set, settings changed at run time replace `proxy`
         self.recorder = recorder or Recorder(sinks)
         self.limits = limits or ServerLimits()
         self.clock = clock
@@ -237,6 +243,13 @@ class _Connection:
 
     async def _serve(self, request: h11.Request) -> bool:
         server = self.server
+        if server.admin is not None and AdminAPI.claims(
+            request.target.decode("latin-1").split("?", 1)[0]
+        ):
+            return await self._serve_admin(request, server.admin)
+        if server.settings is not None and server.settings.stale():
+            # Changed on this replica or another: the next request runs on the new settings.
+            server.proxy = await anyio.to_thread.run_sync(server.settings.reload)
         exchange = server.proxy.exchange(now=server.clock())
         port = _H11Port(self)
         tap = server.capture.tap(server.proxy.config.max_body_bytes) if server.capture else None
@@ -267,6 +280,22 @@ class _Connection:
                 self._log(request, exchange)
         if exchange.record is not None and exchange.record.ending is Ending.CLIENT_GONE:
             return False
+        return self._can_continue()
+
+    async def _serve_admin(self, request: h11.Request, admin: AdminAPI) -> bool:
+        method = request.method.decode("latin-1")
+        target = request.target.decode("latin-1")
+        try:
+            body = await self._read_body(admin.max_body_bytes)
+        except TimeoutError:  # a client that stops sending its body: just close
+            return False
+        # database I/O: off the event loop
+        status, headers, data = await anyio.to_thread.run_sync(
+            admin.handle, method, target, list(request.headers), body
+        )
+        await self._send_reject(Reject(status=status, headers=headers, body=data))
+        if self.server.log_http:  # never the body: it may hold a provider key
+            http_log.info("%s %s -> %s admin", method, target.split("?")[0], status)
         return self._can_continue()
 
     async def _read_body(self, max_bytes: int) -> bytes | None:

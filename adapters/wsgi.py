@@ -19,7 +19,6 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
 from http import HTTPStatus
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -28,6 +27,7 @@ import httpcore
 
 from meshproxy_core.config import ProxyConfig
 from meshproxy_core.exchange import CheckOwnership, Exchange, Forward, Proxy, Reject
+from meshproxy_core.headers import content_length
 from meshproxy_core.records import Ending, UsageSink
 from meshproxy_core.routes import claims_path
 
@@ -66,21 +66,11 @@ class MeshProxyWSGI:
 
     @classmethod
     def from_environment(cls, env: MutableMapping[str, str] | None = None) -> MeshProxyWSGI:
-        """Configured like `meshproxy serve`, from `MESHPROXY_CONFIG`, `MESHPROXY_RECORDS` and
-        the provider/secret variables."""
-        from .cli import build_proxy, load_document
+        """Configured like `meshproxy serve` (see `cli.components_from_environment`)."""
+        from .cli import components_from_environment
 
-        env = dict(os.environ if env is None else env)
-        path = env.get("MESHPROXY_CONFIG")
-        document = load_document(Path(path) if path else None)
-        config = ProxyConfig.from_mapping(document, env)
-        sinks: list[UsageSink] = []
-        if env.get("MESHPROXY_RECORDS"):
-            from meshproxy.contrib.jsonl import JsonlSink
-
-            sinks.append(JsonlSink(env["MESHPROXY_RECORDS"]))
-        recorder = Recorder.from_config(document, env, sinks=sinks)
-        return cls(build_proxy(config), recorder=recorder)
+        proxy, recorder = components_from_environment(os.environ if env is None else env)
+        return cls(proxy, recorder=recorder)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         exchange = self.proxy.exchange(now=self.clock())
@@ -165,7 +155,7 @@ class MeshProxyWSGI:
                 head_sent = True
                 # The bytes that complete a fixed-length body wait for the record to be durable
                 # (as in relay._relay); a chunked body ends after the generator's last item.
-                remaining = _declared_length(head.headers)
+                remaining = content_length(head.headers)
                 held = b""
                 ending = Ending.COMPLETE
                 try:
@@ -279,16 +269,6 @@ def _read_body(environ: Environ, max_bytes: int) -> bytes | None:
             return None
         parts.append(chunk)
     return b"".join(parts)
-
-
-def _declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
-    for key, value in headers:
-        if key == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
 
 
 def _status_line(status: int) -> str:

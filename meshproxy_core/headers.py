@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 
 __all__ = [
     "SESSION_HEADER",
+    "content_length",
     "header_value",
     "redacted",
     "request_headers_upstream",
@@ -73,6 +74,14 @@ def header_value(headers: Headers, name: bytes) -> bytes | None:
         if key.lower() == name:
             return value
     return None
+
+
+def content_length(headers: Headers) -> int | None:
+    """The declared Content-Length, or None when absent or not a non-negative integer."""
+    value = header_value(headers, b"content-length")
+    if value is None or not value.strip().isdigit():
+        return None
+    return int(value)
 
 
 def _connection_tokens(headers: Headers) -> frozenset[bytes]:
