@@ -116,7 +116,9 @@ class MeshProxyApp:
         finally:
             self.recorder.emit(context, exchange.record)
 
-    async def _serve_admin(self, admin: AdminAPI, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _serve_admin(
+        self, admin: AdminAPI, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         port = _ASGIPort(receive, send)
         try:
             body = await port.read_body(admin.max_body_bytes)
@@ -136,6 +138,8 @@ class MeshProxyApp:
         if self._pool is not None:
             await self._pool.aclose()
             self._pool = None
+        if self.settings is not None:
+            self.settings.store.close()
         self.recorder.close()
 
 

@@ -223,6 +223,7 @@ def _serve(args: argparse.Namespace) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     document = load_document(args.config)
+    args.document = document
     config = ProxyConfig.from_mapping(document, os.environ)
     if args.public_url:
         config = attrs.evolve(config, public_url=args.public_url)
@@ -262,8 +263,13 @@ async def _serve_async(
         if simulated:
             fake = await group.start(serve_simulated_provider, "127.0.0.1", 0)
             config = _simulated(config, fake.base_url)
+        proxy, admin, settings = build_admin(
+            args.document, os.environ, config, build_proxy(config), recorder
+        )
         server = Server(
-            build_proxy(config),
+            proxy,
+            admin=admin,
+            settings=settings,
             recorder=recorder,
             limits=limits,
             timeouts=timeouts,
@@ -276,6 +282,8 @@ async def _serve_async(
         group.cancel_scope.cancel()
     if capture is not None:
         capture.close()
+    if settings is not None:
+        settings.store.close()
 
 
 def _simulated(config: ProxyConfig, base: str) -> ProxyConfig:
@@ -302,6 +310,47 @@ def components_from_environment(env: Mapping[str, str]) -> tuple[Proxy, Any]:
         sinks.append(JsonlSink(env["MESHPROXY_RECORDS"]))
     recorder = Recorder.from_config(document, env, sinks=sinks)
     return build_proxy(ProxyConfig.from_mapping(document, env)), recorder
+
+
+def build_admin(
+    document: Mapping[str, Any],
+    env: Mapping[str, str],
+    config: ProxyConfig,
+    proxy: Proxy,
+    recorder: Any,
+) -> tuple[Proxy, Any, Any]:
+    """Project settings from the ledger's database, and the admin API that changes them.
+
+    With the ledger on, the database's project settings are laid over the config file's
+    (project by project) and followed at run time; the admin API is served when an admin token
+    is set (`MESHPROXY_ADMIN_TOKEN` or `[admin] token`). Returns (proxy, admin, live settings);
+    without the ledger: (proxy, None, None)."""
+    table = document.get("admin", {})
+    if not isinstance(table, Mapping) or set(table) - {"token"}:
+        raise ConfigError("[admin] must be a table with only `token`")
+    token = env.get("MESHPROXY_ADMIN_TOKEN") or table.get("token") or None
+    if token is not None and not isinstance(token, str):
+        raise ConfigError("[admin] token must be a string")
+    if recorder.ledger is None:
+        if token:
+            log.warning(
+                "an admin token is set but the ledger is off: the admin API needs the "
+                "ledger's database, so it is disabled"
+            )
+        return proxy, None, None
+    from meshproxy.contrib.settings import location_of, open_settings_store
+
+    from .admin import AdminAPI
+    from .live_settings import LiveSettings
+
+    store = open_settings_store(location_of(recorder.ledger), env=env, base=config.projects)
+    try:
+        admin = AdminAPI(store, token) if token else None
+    except ConfigError:
+        store.close()
+        raise
+    live = LiveSettings(store, proxy)
+    return live.reload(), admin, live
 
 
 def build_proxy(config: ProxyConfig) -> Proxy:

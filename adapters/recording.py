@@ -40,6 +40,12 @@ class RequestContext:
         return self.trace.upstream_headers() if self.trace is not None else []
 
 
+def _created(record: UsageRecord) -> bool:
+    return bool(
+        record.created_object_kind and record.created_object_id and record.principal is not None
+    )
+
+
 class Recorder:
     @classmethod
     def from_config(
@@ -131,15 +137,9 @@ class Recorder:
         from meshproxy.contrib.ledger import wait_durable
 
         context.settled = True
-        if record.created_object_id and record.principal is not None:
-            await anyio.to_thread.run_sync(
-                self.ledger.record_owner,
-                record.created_object_kind,
-                record.created_object_id,
-                record.principal.project,
-                record.principal.room,
-            )
         try:
+            if _created(record):
+                await anyio.to_thread.run_sync(self._register_owner, record)
             await wait_durable(self.ledger.submit(record))
         except Exception:  # the client's answer must not fail because the ledger did
             log.exception("ledger write failed for %s", record.request_id)
@@ -149,17 +149,22 @@ class Recorder:
         if self.ledger is None:
             return
         context.settled = True
-        if record.created_object_id and record.principal is not None:
-            self.ledger.record_owner(
-                record.created_object_kind,
-                record.created_object_id,
-                record.principal.project,
-                record.principal.room,
-            )
         try:
+            if _created(record):
+                self._register_owner(record)
             self.ledger.submit(record).result()
         except Exception:
             log.exception("ledger write failed for %s", record.request_id)
+
+    def _register_owner(self, record: UsageRecord) -> None:
+        assert record.principal is not None and record.created_object_kind is not None
+        assert record.created_object_id is not None
+        self.ledger.record_owner(
+            record.created_object_kind,
+            record.created_object_id,
+            record.principal.project,
+            record.principal.room,
+        )
 
     def emit(self, context: RequestContext, record: UsageRecord | None) -> None:
         if record is None:

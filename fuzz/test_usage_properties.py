@@ -183,7 +183,14 @@ def test_chat_stream_known_totals(texts, prompt, cached, completion, strip, cuts
     assert m.usage == Usage(
         input_tokens=prompt - cached, cache_read_tokens=cached, output_tokens=completion
     )
-    assert delivered == (body.replace(usage_frame, b"") if strip else body)
+    # Stripped: the client gets the stream it would have got without include_usage, i.e. no
+    # usage chunk and no "usage" key at all (WIRE.md §2).
+    plain = b"".join(
+        b"data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": t}}]}).encode()
+        + b"\n\n"
+        for t in texts
+    )  # fmt: skip
+    assert delivered == (plain + b"data: [DONE]\n\n" if strip else body)
 
 
 # -- Robustness ----------------------------------------------------------------------------------

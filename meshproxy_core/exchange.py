@@ -408,6 +408,10 @@ class Exchange:
         held, metering = meter.finish(ending is Ending.COMPLETE)
         if self._decode_failed:
             metering = attrs.evolve(metering, source=UsageSource.UNPARSEABLE)
+        elif metering.terminated:
+            # The provider's answer had ended ([DONE], message_stop…): a connection closed after
+            # that (openai-python closes at [DONE]) lost nothing. The record says complete.
+            ending = Ending.COMPLETE
         self._complete(ending, now, metering)
         return tail + held + self._cut_stream_event(ending)
 

@@ -76,6 +76,10 @@ class Metering:
     # Separately billed units whose sum is `usage` (batch results: one per succeeded line).
     line_items: tuple[LineItem, ...] = ()
     created_object_id: str | None = None  # the id of the object a success created
+    # The provider's own end of the answer was seen ([DONE], message_stop, the terminal
+    # Responses event, a whole JSON body): the client has everything, even if the connection
+    # closes before the upstream's end-of-body arrives (openai-python closes at [DONE]).
+    terminated: bool = False
     rewritten: bool = False  # the meter changed the bytes the client received
 
 

@@ -131,6 +131,8 @@ class AnthropicJsonMeter(JsonBodyMeter):
 class AnthropicStreamMeter(SseMeter):
     """Messages stream events (module header for the states and the merge rule)."""
 
+    END_EVENTS = frozenset({"message_stop"})
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._merged: dict[str, Any] = {}

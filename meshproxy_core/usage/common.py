@@ -20,6 +20,8 @@ import re
 from decimal import Decimal
 from typing import Any
 
+import attrs
+
 from ..records import ImageCount, Usage, UsageSource
 from ..sse import Event, SSEParser
 from . import Metering, RequestFacts
@@ -150,7 +152,7 @@ class JsonBodyMeter:
         self._chunks = []
         if obj is None:
             return b"", Metering(source=UsageSource.UNPARSEABLE)
-        return b"", self._from_object(obj)
+        return b"", attrs.evolve(self._from_object(obj), terminated=True)
 
     def _from_object(self, obj: dict[str, Any]) -> Metering:
         raise NotImplementedError
@@ -163,19 +165,28 @@ class SseMeter:
     is not valid JSON sets `_garbled`, which turns "no usage" into UNPARSEABLE.
     """
 
+    # Named events that end the provider's answer (subclasses); `data: [DONE]` always does.
+    END_EVENTS: frozenset[str] = frozenset()
+
     def __init__(self, facts: RequestFacts) -> None:
         self.facts = facts
         self._parser = SSEParser()
         self._garbled = False
+        self._terminated = False
 
     def feed(self, data: bytes) -> bytes:
         for event in self._parser.feed(data):
             self._on_event(event)
+            if event.event in self.END_EVENTS or event.data[:6] == b"[DONE]":
+                self._terminated = True
         return data
 
     def finish(self, complete: bool) -> tuple[bytes, Metering]:
         self._parser.close()
-        return b"", self._result(complete)
+        metering = self._result(complete)
+        if self._terminated:
+            metering = attrs.evolve(metering, terminated=True)
+        return b"", metering
 
     def _decode(self, event: Event) -> dict[str, Any] | None:
         obj = loads_object(event.data)

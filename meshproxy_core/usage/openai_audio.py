@@ -102,6 +102,7 @@ class SpeechStreamMeter(SseMeter):
     def _on_event(self, event: Event) -> None:
         kind = event_kind(event)
         if kind == "speech.audio.done":
+            self._terminated = True
             raw = get(self._decode(event), "usage")
             if isinstance(raw, dict):
                 self._raw = raw
@@ -158,6 +159,7 @@ class TranscriptionStreamMeter(SseMeter):
             return
         kind = event_kind(event)
         if kind == "transcript.text.done":
+            self._terminated = True
             raw = get(self._decode(event), "usage")
             if isinstance(raw, dict):
                 self._raw = raw

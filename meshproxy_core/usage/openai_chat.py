@@ -100,6 +100,9 @@ class ChatJsonMeter(JsonBodyMeter):
         )
 
 
+_USAGE_NULL = re.compile(rb',\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,')
+
+
 class ChatStreamMeter:
     """`chat.completion.chunk` events; optionally removes the injected usage-only chunk.
 
@@ -119,6 +122,7 @@ class ChatStreamMeter:
         self._garbled = False
         self._dropped = False
         self._sniffed = False  # the first content chunk was decoded once for model and tier
+        self._terminated = False
 
     def feed(self, data: bytes) -> bytes:
         events = self._parser.feed(data)
@@ -127,7 +131,10 @@ class ChatStreamMeter:
                 self._on_event(event)
             return data
         kept = [event.raw for event in events if not self._on_event(event)]
-        return b"".join(kept)
+        # The client did not ask for usage: without include_usage the key is absent from every
+        # chunk (WIRE.md §2), so the `"usage":null` the proxy's option added is removed too.
+        # The pattern cannot match inside a JSON string, where quotes are escaped.
+        return _USAGE_NULL.sub(b"", b"".join(kept))
 
     def finish(self, complete: bool) -> tuple[bytes, Metering]:
         tail = self._parser.pending_raw() if self._strip else b""
@@ -138,6 +145,7 @@ class ChatStreamMeter:
         """Account for one event; True when it is the usage chunk to remove from the stream."""
         data = event.data
         if data[:6] == b"[DONE]":
+            self._terminated = True
             return False
         if _USAGE_NOT_NULL.search(data) is None and _ERROR_KEY.search(data) is None:
             # A content chunk: scanned, not decoded.
@@ -178,6 +186,7 @@ class ChatStreamMeter:
             "response_model": self._model,
             "service_tier": self._tier,
             "rewritten": self._dropped,
+            "terminated": self._terminated,
             **self._error,
         }
         if self._raw_usage is not None:

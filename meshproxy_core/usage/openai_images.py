@@ -86,6 +86,8 @@ class ImagesJsonMeter(JsonBodyMeter):
 class ImagesStreamMeter(SseMeter):
     """Image stream events: partials skipped, completed events decoded."""
 
+    END_EVENTS = _COMPLETED
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._raw: dict[str, Any] | None = None

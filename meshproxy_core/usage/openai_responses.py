@@ -101,6 +101,8 @@ class ResponsesJsonMeter(JsonBodyMeter):
 class ResponsesStreamMeter(SseMeter):
     """Responses stream events. States: OPEN -> TERMINAL (one terminal event seen)."""
 
+    END_EVENTS = _TERMINAL
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._terminal: Metering | None = None

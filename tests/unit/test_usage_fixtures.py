@@ -77,11 +77,19 @@ def test_chat_stream_strip_usage_chunk(fixture_bytes) -> None:
     assert m.usage == Usage(input_tokens=10, output_tokens=5)
     assert m.rewritten
     frames = delivered.split(b"\n\n")
-    # The usage chunk (choices [] and non-null usage) is gone; every other frame is untouched.
-    expected = [f for f in body.split(b"\n\n") if b'"choices":[],"usage":{' not in f]
-    assert frames == expected
+    # The usage chunk (choices [] and non-null usage) is gone, and so is the `"usage": null` of
+    # every other chunk: the client sees the stream it would have got without include_usage.
+    originals = [f for f in body.split(b"\n\n") if b'"choices":[],"usage":{' not in f]
+    assert len(frames) == len(originals)
+    for frame, original in zip(frames, originals, strict=True):
+        if not original.startswith(b"data: {"):
+            assert frame == original
+            continue
+        expected = json.loads(original[6:])
+        expected.pop("usage", None)
+        assert json.loads(frame[6:]) == expected
     assert delivered.endswith(b"data: [DONE]\n\n")
-    assert b'"prompt_tokens"' not in delivered
+    assert b'"usage"' not in delivered
 
 
 def test_chat_stream_without_usage_is_estimated(fixture_bytes) -> None:
@@ -556,4 +564,7 @@ def test_chat_stream_cut_before_usage_chunk(fixture_bytes) -> None:
     delivered, m = run(cut, "chat.completions", SSE, complete=False, strip_usage_chunk=True)
     assert m.source is UsageSource.ESTIMATED
     assert m.usage == Usage(output_tokens=4)  # "Hi, how are you?" = 16 characters
-    assert delivered == cut  # held-back partial event is still delivered at the end
+    # Every complete chunk is delivered (without its null usage key); the held-back partial
+    # event is still delivered at the end, untouched.
+    assert b'"usage"' not in delivered[: delivered.rindex(b"\n\n")]
+    assert delivered.replace(b"\n\n", b"")[-40:] == cut.replace(b"\n\n", b"")[-40:]

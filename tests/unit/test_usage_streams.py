@@ -49,7 +49,8 @@ def test_chat_content_chunks_are_not_decoded() -> None:
 def test_chat_usage_null_with_spaces_is_not_usage() -> None:
     body = frame(None, b'{"choices": [], "usage": null}') + b"data: [DONE]\n\n"
     delivered, m = meter_run("chat.completions", body, provider="openai", strip_usage_chunk=True)
-    assert delivered == body
+    # Not the usage chunk (usage is null): kept, with the null usage key removed.
+    assert delivered == frame(None, b'{"choices": []}') + b"data: [DONE]\n\n"
     assert m.source is UsageSource.NONE
 
 
@@ -64,7 +65,7 @@ def test_chat_strip_with_crlf_framing() -> None:
     assert m.usage == Usage(input_tokens=4, output_tokens=1)
     assert b"prompt_tokens" not in delivered
     assert delivered.replace(b"\r", b"").replace(b"\n", b"") == (
-        b'data: {"choices":[{"delta":{"content":"x"}}],"usage":null}data: [DONE]'
+        b'data: {"choices":[{"delta":{"content":"x"}}]}data: [DONE]'
     )
 
 
@@ -153,3 +154,45 @@ def test_rewrites_response() -> None:
     assert RequestFacts("anthropic", "messages.batches", public_base_url="u").rewrites_response()
     assert not RequestFacts("anthropic", "messages.batches").rewrites_response()
     assert not RequestFacts("openai", "chat.completions").rewrites_response()
+
+
+def test_responses_compact_reports_no_created_object() -> None:
+    # /responses/compact answers with a resp_... id but creates nothing a later request may
+    # name: only a request that creates a response (facts.creates) reports the id.
+    body = json.dumps(
+        {
+            "id": "resp_compacted",
+            "object": "response.compaction",
+            "output": [],
+            "usage": {"input_tokens": 10, "output_tokens": 2},
+        }
+    ).encode()
+    compact = meter_for(RequestFacts("openai", "responses.compact"), 200, "application/json")
+    compact.feed(body)
+    _, m = compact.finish(True)
+    assert m.created_object_id is None
+    assert m.usage == Usage(input_tokens=10, output_tokens=2)
+    create = meter_for(
+        RequestFacts("openai", "responses", creates="openai.response"), 200, "application/json"
+    )
+    create.feed(body)
+    _, m = create.finish(True)
+    assert m.created_object_id == "resp_compacted"
+
+
+def test_responses_stream_created_object_only_when_creating() -> None:
+    created = {"type": "response.created", "response": {"id": "resp_s1", "model": "m"}}
+    completed = {
+        "type": "response.completed",
+        "response": {"id": "resp_s1", "model": "m", "usage": {"input_tokens": 3}},
+    }
+    body = frame("response.created", created) + frame("response.completed", completed)
+    _, m = meter_run("responses", body, provider="openai")
+    assert m.created_object_id is None
+    _, m = meter_run("responses", body, provider="openai", creates="openai.response")
+    assert m.created_object_id == "resp_s1"
+    cut = frame("response.created", created)  # cut before the terminal event
+    meter = meter_for(RequestFacts("openai", "responses", creates="openai.response"), 200, SSE)
+    meter.feed(cut)
+    _, m = meter.finish(False)
+    assert m.created_object_id == "resp_s1"
