@@ -34,7 +34,7 @@ from decimal import Decimal
 
 import attrs
 
-from . import auth, ownership, policy, routes
+from . import auth, ownership, policy, routes, sse
 from . import headers as header_rules
 from .config import ProviderSettings, ProxyConfig
 from .encoding import ContentDecoder, DecodingError
@@ -169,6 +169,8 @@ class Exchange:
         self._deliver_decoded = False
         self._decode_failed = False
         self._event_stream = False
+        self._fragment_parts: list[bytes] = []  # an event stream's incomplete last event, held
+        self._fragment = b""  # the held bytes' tail, where a terminator may begin
         self._upstream_request_id: str | None = None
         self._settings: ProviderSettings | None = None
         self._upstream_body = b""
@@ -379,14 +381,36 @@ class Exchange:
         if self._decode_failed:
             return chunk
         if decoder.is_identity:
-            return meter.feed(chunk)
+            return self._whole_events(meter.feed(chunk))
         try:
             decoded = decoder.decode(chunk)
         except DecodingError:
             self._decode_failed = True
             return chunk
         delivered = meter.feed(decoded)
-        return delivered if self._deliver_decoded else chunk
+        return self._whole_events(delivered) if self._deliver_decoded else chunk
+
+    def _whole_events(self, data: bytes) -> bytes:
+        """For event streams, deliver up to the last complete event and hold the fragment after
+        it (providers write whole events, so this is almost always empty). The bytes are the
+        same; only where they are cut moves. It lets a stream cut by the upstream end on an
+        event boundary, so the error event the proxy appends is read as an error, not glued to
+        half an event that the SDK would fail to decode."""
+        if not self._event_stream:
+            return data
+        # Search only the new bytes, plus the last few held ones (a terminator may straddle the
+        # two): a multi-MB image event arriving in many chunks is scanned once, not re-scanned.
+        overlap = self._fragment[-3:]
+        end = sse.last_event_end(overlap + data)
+        if end == -1:
+            self._fragment_parts.append(data)
+            self._fragment = (overlap + data[-3:])[-3:]
+            return b""
+        end -= len(overlap)
+        held = b"".join(self._fragment_parts)
+        self._fragment_parts = [data[end:]] if end < len(data) else []
+        self._fragment = data[end:][-3:]
+        return held + data[:end] if held else data[:end]
 
     def finish(self, ending: Ending, *, now: float) -> bytes:
         """The response ended (cleanly or not). Returns held-back bytes still to send; the
@@ -400,7 +424,7 @@ class Exchange:
                 rest = decoder.flush()
                 if rest:
                     delivered = meter.feed(rest)
-                    tail = delivered if self._deliver_decoded else b""
+                    tail = self._whole_events(delivered) if self._deliver_decoded else b""
             except DecodingError:
                 # A cut stream cannot end its compressed body; only a clean end that does not
                 # decode means the bytes were unreadable.
@@ -413,6 +437,11 @@ class Exchange:
             # that (openai-python closes at [DONE]) lost nothing. The record says complete.
             ending = Ending.COMPLETE
         self._complete(ending, now, metering)
+        fragment = b"".join(self._fragment_parts)
+        self._fragment_parts, self._fragment = [], b""
+        if ending is Ending.COMPLETE:
+            return fragment + tail + held  # an unterminated last event, as the upstream sent it
+        # Cut: the half event is dropped (a client discards it anyway, WHATWG §9.2.6).
         return tail + held + self._cut_stream_event(ending)
 
     def _cut_stream_event(self, ending: Ending) -> bytes:
@@ -423,8 +452,7 @@ class Exchange:
         if not self._event_stream or not (self._decoder_identity() or self._deliver_decoded):
             return b""
         refusal = UpstreamTimeout if ending is Ending.TIMEOUT else UpstreamUnavailable
-        # A partial event may be pending in the client's parser; a blank line flushes it first.
-        return b"\n\n" + stream_error_event(self._provider, refusal.message, refusal.code)
+        return stream_error_event(self._provider, refusal.message, refusal.code)
 
     def _decoder_identity(self) -> bool:
         return self._decoder is not None and self._decoder.is_identity

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import attrs
 
-__all__ = ["Event", "SSEParser"]
+__all__ = ["Event", "SSEParser", "last_event_end"]
 
 _BOM = b"\xef\xbb\xbf"
 _NAMES: dict[bytes, str] = {b"": "message"}  # decoded event names, shared by all parsers
@@ -215,3 +215,17 @@ class SSEParser:
             if len(_NAMES) < 256:  # providers use a few dozen names; never grow unbounded
                 _NAMES[event_type] = name
         return Event(event=name, data=data, id=self._last_id, retry=self._retry)
+
+
+def last_event_end(data: bytes) -> int:
+    """The offset just past the last blank line in `data` (the end of its last complete
+    event), or -1 when it holds none. LF LF, CR CR, CRLF CRLF and LF CRLF each end an event."""
+    end = -1
+    for terminator in _EVENT_ENDS:
+        at = data.rfind(terminator)
+        if at != -1:
+            end = max(end, at + len(terminator))
+    return end
+
+
+_EVENT_ENDS = (b"\n\n", b"\r\r", b"\r\n\r\n", b"\n\r\n")

@@ -301,6 +301,9 @@ class FakeUpstream:
         self._clock = clock
         self.received: list[ReceivedRequest] = []
         self.served: list[ServedExchange] = []
+        # Replies the client (the proxy) abandoned before their end: (path, epoch seconds when
+        # the fake noticed). This is how tests see an upstream request being cancelled.
+        self.abandoned: list[tuple[str, float]] = []
         self._scripts: list[Scripted] = []
         self.host = "127.0.0.1"
         self.port = 0
@@ -320,6 +323,7 @@ class FakeUpstream:
     def reset(self) -> None:
         self.received.clear()
         self.served.clear()
+        self.abandoned.clear()
         self._served_count = 0
         self._scripts.clear()
         self.simulator.reset()
@@ -449,7 +453,15 @@ class FakeUpstream:
             return await self._send(conn, stream, self._control(request))
         self.received.append(request)
         self._trim(self.received)
-        return await self._send(conn, stream, self._answer(request, base_url))
+        out = self._answer(request, base_url)
+        try:
+            finished = await self._send(conn, stream, out)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            self.abandoned.append((path, time.time()))
+            raise
+        if out.hang_after is not None:  # a hang ends only when the client gives up
+            self.abandoned.append((path, time.time()))
+        return finished
 
     # Deciding what to answer ------------------------------------------------------------------
 
@@ -579,6 +591,8 @@ class FakeUpstream:
             doc = {"received": [r.to_json() for r in self.received]}
         elif request.method == "GET" and action == "served":
             doc = {"served": [s.to_json() for s in self.served]}
+        elif request.method == "GET" and action == "abandoned":
+            doc = {"abandoned": [list(item) for item in self.abandoned]}
         elif request.method == "POST" and action == "reset":
             self.reset()
             doc = {"ok": True}
@@ -769,6 +783,10 @@ class FakeUpstreamProcess:
             if kind is None or exchange.kind == kind:
                 return exchange
         raise LookupError(f"nothing served of kind {kind!r}")
+
+    def abandoned(self) -> list[tuple[str, float]]:
+        """Replies the proxy abandoned before their end: (path, epoch seconds)."""
+        return [(path, at) for path, at in self._call("GET", "abandoned")["abandoned"]]
 
     def reset(self) -> None:
         self._call("POST", "reset")
