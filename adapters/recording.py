@@ -136,23 +136,26 @@ class Recorder:
         import anyio
         from meshproxy.contrib.ledger import wait_durable
 
-        context.settled = True
-        try:
-            if _created(record):
-                await anyio.to_thread.run_sync(self._register_owner, record)
-            await wait_durable(self.ledger.submit(record))
-        except Exception:  # the client's answer must not fail because the ledger did
-            log.exception("ledger write failed for %s", record.request_id)
+        # Shielded: a client that leaves right after the last event (openai-python closes at
+        # [DONE]) cancels the relay, but the record and the ownership must still be committed.
+        with anyio.CancelScope(shield=True):
+            try:
+                if _created(record):
+                    await anyio.to_thread.run_sync(self._register_owner, record)
+                await wait_durable(self.ledger.submit(record))
+                context.settled = True
+            except Exception:  # the client's answer must not fail because the ledger did
+                log.exception("ledger write failed for %s", record.request_id)
 
     def settle_sync(self, context: RequestContext, record: UsageRecord) -> None:
         """`settle` for WSGI, which has no event loop."""
         if self.ledger is None:
             return
-        context.settled = True
         try:
             if _created(record):
                 self._register_owner(record)
             self.ledger.submit(record).result()
+            context.settled = True
         except Exception:
             log.exception("ledger write failed for %s", record.request_id)
 

@@ -175,7 +175,7 @@ class LedgerBase:
             except queue.Empty:
                 break
             if isinstance(item, _Item):
-                item.future.set_exception(LedgerClosed("ledger closed before write"))
+                _fail(item.future, LedgerClosed("ledger closed before write"))
 
     def _write_with_retry(self, conn: Any, batch: list[_Item]) -> Any:
         """Write `batch`, resolve its futures, and return the connection to use next.
@@ -195,7 +195,7 @@ class LedgerBase:
                 conn = self._drop(conn)
                 if attempt == 1:
                     for item in pending:
-                        if item.future.done():
+                        if _settled(item.future):
                             continue
                         try:
                             if conn is None:
@@ -205,10 +205,10 @@ class LedgerBase:
                             assert item.record is not None
                             log.exception("ledger could not store record %s", item.record.id)
                             conn = self._drop(conn)
-                            item.future.set_exception(exc)
+                            _fail(item.future, exc)
         for item in batch:
             if item.record is None:  # flush markers: everything before them is settled
-                item.future.set_result(None)
+                _resolve(item.future)
         return conn
 
     def _drop(self, conn: Any) -> Any:
@@ -222,7 +222,7 @@ class LedgerBase:
     def _write_batch(self, conn: Any, batch: list[_Item]) -> None:
         """Write the records of `batch` in one transaction; resolve their futures after COMMIT.
         A record that cannot be mapped to a row fails alone, before the transaction."""
-        records = [item for item in batch if item.record is not None and not item.future.done()]
+        records = [item for item in batch if item.record is not None and not _settled(item.future)]
         good: list[_Item] = []
         record_rows: list[Sequence[Any]] = []
         line_rows: list[Sequence[Any]] = []
@@ -232,7 +232,7 @@ class LedgerBase:
                 rows = schema.record_row(item.record), schema.batch_line_rows(item.record)
             except Exception as exc:  # one unmappable record must not sink its batch
                 log.exception("ledger cannot map record %r", item.record.id)
-                item.future.set_exception(exc)
+                _fail(item.future, exc)
                 continue
             good.append(item)
             record_rows.append(self._clean(rows[0]))
@@ -254,7 +254,7 @@ class LedgerBase:
             finally:
                 cur.close()
         for item in good:
-            item.future.set_result(None)
+            _resolve(item.future)
 
     @property
     def _insert_record(self) -> str:
@@ -408,3 +408,20 @@ class LedgerBase:
             )
         )
         return int(rows[0][0])
+
+
+# A waiter that gives up (its task was cancelled, e.g. the client left) may cancel the future
+# it awaited; the record must still be written, and resolving must not fail the batch.
+def _settled(future: Future[None]) -> bool:
+    """Resolved by the writer already (a cancelled future was not: it is still written)."""
+    return future.done() and not future.cancelled()
+
+
+def _resolve(future: Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _fail(future: Future[None], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
