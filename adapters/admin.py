@@ -31,7 +31,6 @@ from meshproxy.contrib.settings import (
     PROJECT_ID_PATTERN,
     SettingsStore,
 )
-
 from meshproxy_core.config import ConfigError
 
 __all__ = ["OPENAPI", "PREFIX", "AdminAPI"]
@@ -77,7 +76,15 @@ class AdminAPI:
         return path == "/admin" or path.startswith(PREFIX)
 
     def handle(self, method: str, path: str, headers: Headers, body: bytes | None) -> Response:
-        """Answer one request. `body` None: the body exceeded `max_body_bytes` (unread)."""
+        """Answer one request. `body` None: the body exceeded `max_body_bytes` (unread).
+        Never raises: a database failure is a 503 (logged), not a broken connection."""
+        try:
+            return self._handle(method, path, headers, body)
+        except Exception:
+            log.exception("admin request %s failed", method)
+            return _error(503, "settings_unavailable", "The settings database is unavailable.")
+
+    def _handle(self, method: str, path: str, headers: Headers, body: bytes | None) -> Response:
         path = path.split("?", 1)[0]
         if not self.enabled:
             return _error(404, "not_found", "Not found.")
@@ -277,6 +284,7 @@ _ERROR = {
                         "invalid_json",
                         "body_too_large",
                         "settings_unreadable",
+                        "settings_unavailable",
                     ],
                 },
             },
@@ -305,6 +313,7 @@ _COMMON_ERRORS = {
     "401": _error_response("Missing or wrong admin token (`unauthorized`)."),
     "404": _error_response("Unknown path or project (`not_found`)."),
     "405": _error_response("Method not allowed (`method_not_allowed`)."),
+    "503": _error_response("The settings database is unavailable (`settings_unavailable`)."),
 }
 _WRITE_ERRORS = {
     "400": _error_response("Invalid JSON (`invalid_json`) or settings (`invalid_settings`)."),
@@ -404,8 +413,16 @@ OPENAPI: dict[str, Any] = {
             "ProjectSettings": _SETTINGS,
             "ProjectSettingsPatch": {
                 "type": "object",
-                "description": "A JSON merge patch: members set to null are removed. The "
-                "result must be valid ProjectSettings.",
+                "description": "A JSON merge patch (RFC 7396) over ProjectSettings: members "
+                "set to null are removed, objects merge. The result must be valid "
+                "ProjectSettings.",
+                "additionalProperties": False,
+                "properties": {
+                    "providers": {"type": ["object", "null"]},
+                    "rooms": {"type": ["object", "null"]},
+                    "allowed_models": {"anyOf": [_PATTERNS, {"type": "null"}]},
+                    "app_filter": {"type": ["object", "null"]},
+                },
             },
             "Error": _ERROR,
         },

@@ -68,10 +68,13 @@ class MeshProxyApp:
     @classmethod
     def from_environment(cls, env: MutableMapping[str, str] | None = None) -> MeshProxyApp:
         """Configured like `meshproxy serve` (see `cli.components_from_environment`)."""
-        from .cli import components_from_environment
+        from .cli import admin_from_environment, components_from_environment
 
-        proxy, recorder = components_from_environment(os.environ if env is None else env)
-        return cls(proxy, recorder=recorder)
+        env = os.environ if env is None else env
+        proxy, recorder = components_from_environment(env)
+        # the admin API and run-time settings, when the ledger's database is there
+        proxy, admin, settings = admin_from_environment(env, proxy, recorder)
+        return cls(proxy, recorder=recorder, admin=admin, settings=settings)
 
     @property
     def pool(self) -> UpstreamPool:

@@ -312,6 +312,15 @@ def components_from_environment(env: Mapping[str, str]) -> tuple[Proxy, Any]:
     return build_proxy(ProxyConfig.from_mapping(document, env)), recorder
 
 
+def admin_from_environment(
+    env: Mapping[str, str], proxy: Proxy, recorder: Any
+) -> tuple[Proxy, Any, Any]:
+    """`build_admin` for an app server configured by `components_from_environment`."""
+    path = env.get("MESHPROXY_CONFIG")
+    document = load_document(Path(path) if path else None)
+    return build_admin(document, env, proxy.config, proxy, recorder)
+
+
 def build_admin(
     document: Mapping[str, Any],
     env: Mapping[str, str],

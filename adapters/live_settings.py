@@ -11,12 +11,13 @@ Does not own: storage (contrib.settings) or when to ask (each adapter asks befor
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 
 import attrs
-from meshproxy.contrib.settings import SettingsStore
 
+from meshproxy.contrib.settings import SettingsStore
 from meshproxy_core.config import ProjectSettings
 from meshproxy_core.exchange import Proxy
 
@@ -31,10 +32,21 @@ class LiveSettings:
         self._base = base  # built from the config file alone
         self._seen: int | None = None  # the version `proxy` reflects; None: never loaded
         self._lock = threading.Lock()
+        self._failing = False  # logged once per run of failed checks
         self.proxy = base
 
     def stale(self) -> bool:
-        return self.store.version() != self._seen
+        """Whether the stored settings moved since `proxy` was built. Never raises: a database
+        that cannot answer must not fail the request, which then runs on the settings it has."""
+        try:
+            version = self.store.version()
+        except Exception as exc:
+            if not self._failing:
+                self._failing = True
+                log.error("cannot check the project settings (%s); keeping the current ones", exc)
+            return False
+        self._failing = False
+        return version != self._seen
 
     def reload(self) -> Proxy:
         """The proxy for the settings now stored (the current one when nothing changed)."""
@@ -45,8 +57,9 @@ class LiveSettings:
                 version, projects = self.store.snapshot()
             except Exception:
                 # Keep serving the settings we have; try again on the next change.
-                self._seen = self.store.version()
                 log.exception("reading project settings failed; keeping the previous ones")
+                with contextlib.suppress(Exception):
+                    self._seen = self.store.version()
                 return self.proxy
             if self._base.config.simulated:
                 # The simulated provider is sealed: no stored key or URL may send a request

@@ -134,6 +134,7 @@ class Recorder:
         if self.ledger is None:
             return
         import anyio
+
         from meshproxy.contrib.ledger import wait_durable
 
         # Shielded: a client that leaves right after the last event (openai-python closes at

@@ -12,6 +12,7 @@ import signal
 import sys
 
 import anyio
+
 from meshproxy.adapters.testing.upstream import FakeUpstream
 
 

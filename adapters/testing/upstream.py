@@ -43,6 +43,7 @@ import anyio
 import anyio.abc
 import attrs
 import h11
+
 from meshproxy.adapters.testing.scenarios import (
     TINY_PNG_B64,
     ReceivedRequest,

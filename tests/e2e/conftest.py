@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from meshproxy.adapters.testing import FakeUpstreamProcess
 
+from meshproxy.adapters.testing import FakeUpstreamProcess
 from meshproxy_core.auth import mint_token
 
 SECRET = "e2e-room-token-secret-" + "x" * 32

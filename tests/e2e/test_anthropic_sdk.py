@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import anthropic
 import pytest
+
 from meshproxy.adapters.testing import FakeUpstreamProcess
 
 from .conftest import ANTHROPIC_KEY, ProxyProcess

@@ -12,6 +12,7 @@ from pathlib import Path
 import anthropic
 import openai
 import pytest
+
 from meshproxy.adapters.testing import FakeUpstreamProcess, Scripted
 
 from .conftest import ANTHROPIC_KEY, OPENAI_KEY, ProxyProcess, make_token

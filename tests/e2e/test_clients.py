@@ -10,6 +10,7 @@ import sys
 import textwrap
 
 import pytest
+
 from meshproxy.adapters.testing import FakeUpstreamProcess
 from meshproxy.contrib.clients import (
     MissingSetting,

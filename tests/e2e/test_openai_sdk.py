@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import openai
 import pytest
+
 from meshproxy.adapters.testing import FakeUpstreamProcess
 
 from .conftest import OPENAI_KEY, ProxyProcess

@@ -10,6 +10,7 @@ from typing import Any
 
 import openai
 import pytest
+
 from meshproxy.adapters.testing import FakeUpstreamProcess
 
 from .conftest import ProxyProcess, make_token

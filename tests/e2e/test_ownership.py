@@ -10,8 +10,9 @@ from pathlib import Path
 
 import anthropic
 import openai
-import pg_server
 import pytest
+
+import pg_server
 from meshproxy.adapters.testing import FakeUpstreamProcess
 
 from .conftest import ProxyProcess, make_token

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import openai
 import pytest
+
 from meshproxy.adapters.testing import FakeUpstreamProcess
 
 from .conftest import ProxyProcess, make_token

@@ -11,6 +11,7 @@ import anthropic
 import jwt
 import openai
 import pytest
+
 from meshproxy.adapters.testing import FakeUpstreamProcess
 
 from .conftest import SECRET, ProxyProcess, make_token

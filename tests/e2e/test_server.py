@@ -13,6 +13,7 @@ from pathlib import Path
 import anthropic
 import openai
 import pytest
+
 from meshproxy.adapters.testing import FakeUpstreamProcess, Scripted
 
 from .conftest import ProxyProcess, make_token

@@ -18,6 +18,7 @@ from typing import Any
 import anthropic
 import openai
 import pytest
+
 from meshproxy.adapters.testing import FakeUpstreamProcess, Scripted
 
 from .conftest import ANTHROPIC_KEY, OPENAI_KEY, SECRET, make_token

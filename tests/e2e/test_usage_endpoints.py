@@ -32,8 +32,8 @@ import anthropic
 import attrs
 import openai
 import pytest
-from meshproxy.adapters.testing import FakeUpstreamProcess, Scripted
 
+from meshproxy.adapters.testing import FakeUpstreamProcess, Scripted
 from meshproxy_core.records import Usage
 
 from .conftest import ProxyProcess

@@ -20,8 +20,8 @@ import attrs
 import httpx2
 import openai
 import pytest
-from meshproxy.adapters.testing import FakeUpstreamProcess, Scripted
 
+from meshproxy.adapters.testing import FakeUpstreamProcess, Scripted
 from meshproxy_core.records import Usage
 
 from .conftest import ProxyProcess

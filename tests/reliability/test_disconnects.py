@@ -8,6 +8,7 @@ import time
 import anthropic
 import openai
 import pytest
+
 from e2e.conftest import ProxyProcess, make_token
 from meshproxy.adapters.testing import FakeUpstreamProcess, Scripted
 

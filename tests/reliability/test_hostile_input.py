@@ -11,6 +11,7 @@ import socket
 import anthropic
 import openai
 import pytest
+
 from e2e.conftest import ProxyProcess, make_token
 from meshproxy.adapters.testing import FakeUpstreamProcess, Scripted
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import openai
 import pytest
+
 from e2e.conftest import ProxyProcess, make_token
 from meshproxy.adapters.testing import FakeUpstreamProcess, Scripted
 from meshproxy.contrib.ledger import open_ledger

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from meshproxy.adapters.cli import build_proxy
 
 from meshproxy import MeshProxyApp, MeshProxyMiddleware, ProxyConfig, UsageRecord
+from meshproxy.adapters.cli import build_proxy
 
 ENV = {"MESHAGENT_SECRET": "s" * 40, "OPENAI_API_KEY": "sk-x", "ANTHROPIC_API_KEY": "sk-y"}
 

@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 
 import pytest
-from meshproxy.adapters.cli import main
 
+from meshproxy.adapters.cli import main
 from meshproxy_core.auth import HS256Verifier
 
 SECRET = "cli-secret-" + "q" * 40

@@ -19,6 +19,7 @@ import anyio
 import h11
 import openai
 import pytest
+
 from meshproxy.adapters.testing import (
     FakeUpstream,
     FakeUpstreamProcess,

@@ -19,7 +19,6 @@ from meshproxy.contrib.genai_prices import (
     compare,
     entries_from_genai_prices,
 )
-
 from meshproxy_core.pricing import PriceBook
 from meshproxy_core.records import Usage
 

@@ -10,8 +10,9 @@ from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
-import pg_server
 import pytest
+
+import pg_server
 from meshproxy.contrib.ledger import (
     KIND_ANTHROPIC_BATCH,
     KIND_OPENAI_RESPONSE,
@@ -19,7 +20,6 @@ from meshproxy.contrib.ledger import (
     SqliteLedger,
     open_ledger,
 )
-
 from meshproxy_core.records import (
     Cost,
     Ending,
@@ -318,6 +318,7 @@ def test_a_record_the_database_refuses_fails_alone(ledger) -> None:
 
 def test_wait_durable_from_async_code(ledger) -> None:
     import anyio
+
     from meshproxy.contrib.ledger import wait_durable
 
     record = make_record(id="async-1")

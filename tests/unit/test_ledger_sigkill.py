@@ -15,8 +15,9 @@ import textwrap
 import time
 from pathlib import Path
 
-import pg_server
 import pytest
+
+import pg_server
 from meshproxy.contrib.ledger import open_ledger
 
 CHILD = textwrap.dedent(

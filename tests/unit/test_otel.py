@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+
 from meshproxy.contrib.otel import (
     DURATION_BUCKETS,
     TOKEN_BUCKETS,

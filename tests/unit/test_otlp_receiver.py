@@ -8,8 +8,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from meshproxy.contrib.otel import DURATION_BUCKETS, TOKEN_BUCKETS, configure_from_environment
 
+from meshproxy.contrib.otel import DURATION_BUCKETS, TOKEN_BUCKETS, configure_from_environment
 from meshproxy_core.records import (
     Cost,
     Ending,

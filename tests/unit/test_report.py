@@ -14,11 +14,11 @@ import zlib
 from decimal import Decimal
 from pathlib import Path
 
-import pg_server
 import pytest
+
+import pg_server
 from meshproxy.adapters.report_cli import run_report
 from meshproxy.contrib.ledger import open_ledger
-
 from meshproxy_core.records import (
     Cost,
     Ending,

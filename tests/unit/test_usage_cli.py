@@ -10,6 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+
 from meshproxy.adapters.usage_cli import add_usage_command, run_usage
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
