@@ -338,7 +338,12 @@ class _Connection:
             await self.stream.send(data)
 
     async def _send_reject(self, reject: Reject) -> None:
-        await self._send(h11.Response(status_code=reject.status, headers=reject.headers))
+        headers = reject.headers
+        if self.h11.their_state is not h11.DONE:
+            # The body is left unread, so this connection cannot carry another request: say so,
+            # or a keep-alive client would send its next request into a closing socket.
+            headers = [*headers, (b"connection", b"close")]
+        await self._send(h11.Response(status_code=reject.status, headers=headers))
         await self._send(h11.Data(data=reject.body))
         await self._send(h11.EndOfMessage())
         if self.h11.their_state is not h11.DONE:
