@@ -25,7 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from meshproxy.contrib.ledger import open_ledger
 from meshproxy.contrib.ledger.schema import batch_line_rows, record_row
-
 from meshproxy_core.records import (
     Cost,
     Ending,
