@@ -19,8 +19,8 @@ from meshproxy.adapters.testing import FakeUpstreamProcess
 pytestmark = pytest.mark.e2e
 
 CONCURRENCY = 200
-SECONDS = 15.0
-MAX_REQUESTS = 3000
+SECONDS = 30.0
+MAX_REQUESTS = 6000
 
 
 def served_tokens(usage: dict[str, Any] | None, provider: str) -> int:
@@ -81,7 +81,7 @@ async def load(proxy: ProxyProcess) -> tuple[list[str], list[BaseException], flo
                 max_tokens=30,
                 messages=messages,  # type: ignore[arg-type]
             )
-            raw.parse()
+            await raw.parse()
             return raw.headers["x-meshproxy-request-id"]
         async with an.messages.with_streaming_response.create(
             model="claude-haiku-4-5",
@@ -113,10 +113,14 @@ async def load(proxy: ProxyProcess) -> tuple[list[str], list[BaseException], flo
 def test_bounded_load_zero_errors_and_exact_sums(fake: FakeUpstreamProcess, tmp_path: Path) -> None:
     with ProxyProcess(fake.base_url, tmp_path, ["--no-ledger"]) as proxy:
         ids, errors, elapsed = asyncio.run(load(proxy))
-        records = [proxy.record(request_id, timeout=30) for request_id in ids]
-        all_records = proxy.records()
+        proxy.record(ids[-1], timeout=30)  # records are written as responses end
+        deadline = time.monotonic() + 30
+        while len(all_records := proxy.records()) < len(ids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        by_id = {record["request_id"]: record for record in all_records}
+        records = [by_id[request_id] for request_id in ids]
     assert errors == [], errors[:3]
-    assert len(ids) >= 500, f"only {len(ids)} requests in {elapsed:.1f}s"
+    assert len(ids) >= 1000, f"only {len(ids)} requests in {elapsed:.1f}s"
     assert len(set(ids)) == len(ids)
     assert len(all_records) == len(ids)  # exactly one record per request, nothing extra
     assert all(r["outcome"] == "ok" and r["ending"] == "complete" for r in records)
