@@ -91,17 +91,25 @@ class SpeechAudioMeter:
         return b"", Metering(usage=Usage(input_characters=chars), source=UsageSource.COUNTED)
 
 
-class SpeechStreamMeter(SseMeter):
-    """`stream_format=sse`: speech.audio.delta x N, then speech.audio.done with usage."""
+class _DoneEventStreamMeter(SseMeter):
+    """A data-only audio stream: deltas, then one done event whose `usage` is the whole
+    request's (speech and transcription streams differ only in names and normalisation)."""
+
+    DONE_EVENT = ""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._raw: dict[str, Any] | None = None
         self._error_type: str | None = None
 
+    def _normalise(self, raw: dict[str, Any]) -> Usage:
+        raise NotImplementedError
+
     def _on_event(self, event: Event) -> None:
+        if event.data[:6] == b"[DONE]":
+            return
         kind = event_kind(event)
-        if kind == "speech.audio.done":
+        if kind == self.DONE_EVENT:
             self._terminated = True
             raw = get(self._decode(event), "usage")
             if isinstance(raw, dict):
@@ -112,12 +120,21 @@ class SpeechStreamMeter(SseMeter):
     def _result(self, complete: bool) -> Metering:
         if self._raw is not None:
             return Metering(
-                usage=speech_usage(self._raw),
+                usage=self._normalise(self._raw),
                 source=UsageSource.REPORTED,
                 raw_usage=self._raw,
                 error_type=self._error_type,
             )
         return self._no_usage(error_type=self._error_type)
+
+
+class SpeechStreamMeter(_DoneEventStreamMeter):
+    """`stream_format=sse`: speech.audio.delta x N, then speech.audio.done with usage."""
+
+    DONE_EVENT = "speech.audio.done"
+
+    def _normalise(self, raw: dict[str, Any]) -> Usage:
+        return speech_usage(raw)
 
 
 class TranscriptionJsonMeter(JsonBodyMeter):
@@ -146,32 +163,10 @@ def _from_duration(obj: dict[str, Any]) -> Metering:
     return Metering(usage=Usage(audio_seconds=seconds), source=UsageSource.ESTIMATED)
 
 
-class TranscriptionStreamMeter(SseMeter):
+class TranscriptionStreamMeter(_DoneEventStreamMeter):
     """transcript.text.delta x N, then transcript.text.done (usage optional, type optional)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._raw: dict[str, Any] | None = None
-        self._error_type: str | None = None
+    DONE_EVENT = "transcript.text.done"
 
-    def _on_event(self, event: Event) -> None:
-        if event.data[:6] == b"[DONE]":
-            return
-        kind = event_kind(event)
-        if kind == "transcript.text.done":
-            self._terminated = True
-            raw = get(self._decode(event), "usage")
-            if isinstance(raw, dict):
-                self._raw = raw
-        elif kind == "error" or event.data[:9] == b'{"error":':
-            self._error_type = as_str(get(self._decode(event), "error", "type")) or "error"
-
-    def _result(self, complete: bool) -> Metering:
-        if self._raw is not None:
-            return Metering(
-                usage=transcription_usage(self._raw),
-                source=UsageSource.REPORTED,
-                raw_usage=self._raw,
-                error_type=self._error_type,
-            )
-        return self._no_usage(error_type=self._error_type)
+    def _normalise(self, raw: dict[str, Any]) -> Usage:
+        return transcription_usage(raw)
