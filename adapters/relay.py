@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 import attrs
@@ -80,6 +80,39 @@ class UpstreamTimeouts:
     pool: float = 30.0
 
 
+def upstream_request(forward: Forward, timeouts: UpstreamTimeouts) -> dict[str, Any]:
+    """httpcore's arguments for `forward`, for the async pool here and WSGI's sync pool."""
+    t = timeouts
+    return {
+        "method": forward.method,
+        "url": forward.url,
+        "headers": forward.headers,
+        "content": forward.body if forward.body or forward.method != "GET" else None,
+        "extensions": {
+            "timeout": {"connect": t.connect, "read": t.read, "write": t.write, "pool": t.pool}
+        },
+    }
+
+
+class FinalBytes:
+    """Holds back the bytes that complete a fixed-length body. They are the response's end, so
+    they wait until the record is settled (durable), as a chunked body's last chunk does."""
+
+    def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
+        self._remaining = content_length(headers)
+        self.held = b""
+
+    def pass_on(self, out: bytes) -> bytes:
+        """What of `out` may be sent now."""
+        if self._remaining is None:
+            return out
+        if len(out) >= self._remaining:
+            self.held += out
+            return b""
+        self._remaining -= len(out)
+        return out
+
+
 class UpstreamPool:
     """Keep-alive httpcore pools shared by every exchange of one adapter instance.
 
@@ -116,23 +149,11 @@ class UpstreamPool:
 
     @contextlib.asynccontextmanager
     async def stream(self, forward: Forward) -> AsyncIterator[httpcore.Response]:
-        t = self.timeouts
         shard = self._pick()
         self._in_flight[shard] += 1
         try:
             async with self._pools[shard].stream(
-                forward.method,
-                forward.url,
-                headers=forward.headers,
-                content=forward.body if forward.body or forward.method != "GET" else None,
-                extensions={
-                    "timeout": {
-                        "connect": t.connect,
-                        "read": t.read,
-                        "write": t.write,
-                        "pool": t.pool,
-                    }
-                },
+                **upstream_request(forward, self.timeouts)
             ) as response:
                 yield response
         finally:
@@ -194,20 +215,13 @@ async def _relay(
                 tap.response_head(response.status, response.headers)
             await downstream.start(head.status, head.headers)
             head_sent = True
-            # With a fixed length, the bytes that complete the body are the response's end: they
-            # wait until the record is settled (durable), like the last chunk of a stream does.
-            remaining = content_length(head.headers) if settle is not None else None
-            held = b""
+            final = FinalBytes(head.headers if settle is not None else [])
             ending = Ending.COMPLETE
             try:
                 async for chunk in response.aiter_stream():
                     if tap is not None:
                         tap.response_data(chunk)  # the upstream bytes, before any decoding
-                    out = exchange.response_data(chunk)
-                    if remaining is not None and len(out) >= remaining:
-                        held, out = out, b""
-                    elif remaining is not None:
-                        remaining -= len(out)
+                    out = final.pass_on(exchange.response_data(chunk))
                     if out:
                         await downstream.send(out)
             except _UPSTREAM_ERRORS as exc:
@@ -215,8 +229,8 @@ async def _relay(
             tail = exchange.finish(ending, now=clock())
             if settle is not None and exchange.record is not None:
                 await settle(exchange.record)
-            if held or tail:
-                await downstream.send(held + tail)
+            if final.held or tail:
+                await downstream.send(final.held + tail)
             # A cut stream that the exchange closed with an error event ends cleanly; any other
             # cut response is ended abruptly, so the client sees it is incomplete.
             await downstream.end(clean=ending is Ending.COMPLETE or bool(tail))

@@ -27,12 +27,11 @@ import httpcore
 
 from meshproxy_core.config import ProxyConfig
 from meshproxy_core.exchange import CheckOwnership, Exchange, Forward, Proxy, Reject
-from meshproxy_core.headers import content_length
 from meshproxy_core.records import Ending, UsageSink
 from meshproxy_core.routes import claims_path
 
 from .recording import Recorder, RequestContext
-from .relay import UpstreamTimeouts
+from .relay import FinalBytes, UpstreamTimeouts, upstream_request
 
 __all__ = ["MeshProxyWSGI", "MeshProxyWSGIMiddleware", "app"]
 
@@ -133,38 +132,17 @@ class MeshProxyWSGI:
         forward: Forward,
         start_response: StartResponse,
     ) -> Iterator[bytes]:
-        t = self.timeouts
         head_sent = False
         try:
-            with self.pool.stream(
-                forward.method,
-                forward.url,
-                headers=forward.headers,
-                content=forward.body if forward.body or forward.method != "GET" else None,
-                extensions={
-                    "timeout": {
-                        "connect": t.connect,
-                        "read": t.read,
-                        "write": t.write,
-                        "pool": t.pool,
-                    }
-                },
-            ) as response:
+            with self.pool.stream(**upstream_request(forward, self.timeouts)) as response:
                 head = exchange.response_head(response.status, response.headers)
                 start_response(_status_line(head.status), _native(head.headers))
                 head_sent = True
-                # The bytes that complete a fixed-length body wait for the record to be durable
-                # (as in relay._relay); a chunked body ends after the generator's last item.
-                remaining = content_length(head.headers)
-                held = b""
+                final = FinalBytes(head.headers)
                 ending = Ending.COMPLETE
                 try:
                     for chunk in response.iter_stream():
-                        out = exchange.response_data(chunk)
-                        if remaining is not None and len(out) >= remaining:
-                            held, out = out, b""
-                        elif remaining is not None:
-                            remaining -= len(out)
+                        out = final.pass_on(exchange.response_data(chunk))
                         if out:
                             yield out
                 except _UPSTREAM_ERRORS as exc:
@@ -172,8 +150,8 @@ class MeshProxyWSGI:
                 tail = exchange.finish(ending, now=self.clock())
                 if exchange.record is not None:
                     self.recorder.settle_sync(context, exchange.record)
-                if held or tail:
-                    yield held + tail
+                if final.held or tail:
+                    yield final.held + tail
                 if ending is not Ending.COMPLETE and not tail:
                     # Cut and not closed with an error event: make the server drop the
                     # connection so the client sees the body is incomplete.

@@ -176,12 +176,6 @@ class UpstreamTimeout(ProxyError):
     message = "The provider did not answer in time."
 
 
-class ProxyUnavailable(ProxyError):
-    status = 503
-    code = "proxy_shutting_down"
-    message = "The proxy is shutting down."
-
-
 def _quote(text: str) -> str:
     shown = text if len(text) <= 100 else text[:100] + "…"
     return json.dumps(shown)

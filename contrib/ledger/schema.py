@@ -380,16 +380,16 @@ def _split_usage(values: Sequence[Any]) -> tuple[dict[str, int], Decimal]:
     return tokens, seconds
 
 
-def entry_from_record_row(row: Sequence[Any]) -> UsageEntry:
-    record_id, at, project, room, participant, session, provider, model, outcome = row[:9]
-    has_lines = bool(row[9])
-    usage_values = row[10 : 10 + len(USAGE_COLUMNS)]
-    tokens, seconds = _split_usage(usage_values)
-    cost = _decimal(row[10 + len(USAGE_COLUMNS)])
-    if has_lines:
-        # the lines carry this record's usage, counted once each across downloads
-        tokens = dict.fromkeys(_COUNT_COLUMNS, 0)
-        seconds, cost = Decimal(0), None
+def _entry(
+    head: Sequence[Any],
+    *,
+    requests: int,
+    tokens: dict[str, int],
+    seconds: Decimal,
+    cost: Decimal | None,
+) -> UsageEntry:
+    """An entry from the nine identifying columns both row kinds start with."""
+    record_id, at, project, room, participant, session, provider, model, outcome = head
     return UsageEntry(
         record_id=record_id,
         at=float(at),
@@ -400,28 +400,24 @@ def entry_from_record_row(row: Sequence[Any]) -> UsageEntry:
         provider=provider,
         model=model,
         outcome=outcome,
-        requests=1,
+        requests=requests,
         tokens=tokens,
         audio_seconds=seconds,
         cost=cost,
     )
 
 
+def entry_from_record_row(row: Sequence[Any]) -> UsageEntry:
+    tokens, seconds = _split_usage(row[10 : 10 + len(USAGE_COLUMNS)])
+    cost = _decimal(row[10 + len(USAGE_COLUMNS)])
+    if row[9]:  # has batch lines
+        # the lines carry this record's usage, counted once each across downloads
+        tokens = dict.fromkeys(_COUNT_COLUMNS, 0)
+        seconds, cost = Decimal(0), None
+    return _entry(row[:9], requests=1, tokens=tokens, seconds=seconds, cost=cost)
+
+
 def entry_from_line_row(row: Sequence[Any]) -> UsageEntry:
-    record_id, at, project, room, participant, session, provider, model, outcome = row[:9]
     tokens, seconds = _split_usage(row[9 : 9 + len(USAGE_COLUMNS)])
-    return UsageEntry(
-        record_id=record_id,
-        at=float(at),
-        project=project,
-        room=room,
-        participant=participant,
-        session=session,
-        provider=provider,
-        model=model,
-        outcome=outcome,
-        requests=0,
-        tokens=tokens,
-        audio_seconds=seconds,
-        cost=_decimal(row[9 + len(USAGE_COLUMNS)]),
-    )
+    cost = _decimal(row[9 + len(USAGE_COLUMNS)])
+    return _entry(row[:9], requests=0, tokens=tokens, seconds=seconds, cost=cost)
