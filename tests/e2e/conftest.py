@@ -29,6 +29,15 @@ ANTHROPIC_KEY = "sk-ant-provider-SECRETKEY-0002"
 START_TIMEOUT = 20.0
 
 
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The complete records in a JSONL file another process is appending to. A read can
+    observe a line half-written (Linux read(2) is not atomic against write(2)), so a last
+    line without its newline is left for the next read."""
+    data = path.read_bytes()
+    complete = data[: data.rfind(b"\n") + 1]
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
+
+
 class ProxyProcess:
     """`meshproxy serve` in a subprocess, pointed at a fake upstream."""
 
@@ -111,8 +120,7 @@ class ProxyProcess:
     def records(self) -> list[dict[str, Any]]:
         if not self.records_path.exists():
             return []
-        lines = self.records_path.read_text().splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
+        return read_jsonl(self.records_path)
 
     def record(self, request_id: str, timeout: float = 10.0) -> dict[str, Any]:
         """The record of one request. Records are written when the response has ended, which

@@ -21,7 +21,7 @@ import pytest
 
 from meshproxy.adapters.testing import FakeUpstreamProcess, Scripted
 
-from .conftest import ANTHROPIC_KEY, OPENAI_KEY, SECRET, make_token
+from .conftest import ANTHROPIC_KEY, OPENAI_KEY, SECRET, make_token, read_jsonl
 
 pytestmark = pytest.mark.e2e
 
@@ -206,8 +206,7 @@ class Served:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.records_path.exists():
-                for line in self.records_path.read_text().splitlines():
-                    record = json.loads(line)
+                for record in read_jsonl(self.records_path):
                     if record["request_id"] == request_id:
                         return record
             time.sleep(0.02)
