@@ -25,6 +25,8 @@ from meshproxy_core.exchange import CheckOwnership, Exchange, Forward, Reject
 from meshproxy_core.headers import content_length
 from meshproxy_core.records import Ending, UsageRecord
 
+from .upstream_transport import backend_for_running_loop
+
 __all__ = [
     "ClientGone",
     "ClientPort",
@@ -140,7 +142,10 @@ class UpstreamPool:
         if full and len(self._pools) < self._max_shards:
             self._pools.append(
                 httpcore.AsyncConnectionPool(
-                    max_connections=self.SHARD_SIZE, keepalive_expiry=30.0, retries=0
+                    max_connections=self.SHARD_SIZE,
+                    keepalive_expiry=30.0,
+                    retries=0,
+                    network_backend=backend_for_running_loop(),
                 )
             )
             self._in_flight.append(0)

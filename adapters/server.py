@@ -25,7 +25,7 @@ import h11
 
 from meshproxy_core.capture import CaptureTap, to_json_line
 from meshproxy_core.exchange import Exchange, Proxy, Reject
-from meshproxy_core.headers import redacted
+from meshproxy_core.headers import content_length, redacted
 from meshproxy_core.records import Ending, UsageRecord, UsageSink
 
 from .admin import AdminAPI
@@ -182,6 +182,7 @@ class _Connection:
         self.busy = False
         self.closing = False
         self.cancel_reason = Ending.CLIENT_GONE
+        self._held = b""
 
     def stop_when_idle(self) -> None:
         self.closing = True
@@ -334,8 +335,15 @@ class _Connection:
 
     async def _send(self, event: h11.Event) -> None:
         data = self.h11.send(event)
+        if self._held:
+            data, self._held = self._held + (data or b""), b""
         if data:
             await self.stream.send(data)
+
+    def _hold(self, event: h11.Event) -> None:
+        """Serialise `event` now, write it with the next `_send`: a fixed-length response's
+        head then leaves in the same write (and TCP segment) as its body."""
+        self._held += self.h11.send(event) or b""
 
     async def _send_reject(self, reject: Reject) -> None:
         headers = reject.headers
@@ -417,7 +425,13 @@ class _H11Port:
         await self.c._wait_disconnected()
 
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        await self._guard(self.c._send(h11.Response(status_code=status, headers=headers)))
+        response = h11.Response(status_code=status, headers=headers)
+        if content_length(headers) is not None:
+            # A JSON answer: its body follows at once, so send head and body together. An
+            # event stream's head goes out now, before its first event, which may be slow.
+            self.c._hold(response)
+            return
+        await self._guard(self.c._send(response))
 
     async def send(self, data: bytes) -> None:
         await self._guard(self.c._send(h11.Data(data=data)))

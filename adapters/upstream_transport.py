@@ -1,0 +1,275 @@
+"""An httpcore network backend on asyncio transports, for the upstream connections.
+
+Owns: the bytes between httpcore and the provider's socket when the event loop is asyncio:
+connecting (with timeout and socket options), TLS through `loop.start_tls`, reads and writes
+with httpcore's per-operation timeouts, read-side flow control, and answering httpcore's
+`is_readable` question (is an idle keep-alive connection dead?) from what the transport has
+already seen, without a syscall.
+
+Does not own: HTTP (httpcore and h11 do that), pooling (httpcore's pool), or running under
+trio (the pool falls back to httpcore's own backend there: `backend_for_running_loop`).
+
+Why not httpcore's default anyio backend: profiles of `meshproxy serve` (docs/performance.md)
+put about a sixth of the proxy's CPU per request in it: a cancel scope and an exception-mapping
+context manager around every read and write, an event-loop round trip per write, and, before
+every request, `anyio`'s `extra()` building the whole attribute map of the socket
+(`getpeername` included) just to reach the raw socket for a `select()` readability probe. This
+backend does the same jobs with one `transport.write` per write and a buffer per read. httpcore
+documents the network backend as its extension point (`network_backend=`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Iterable
+from typing import Any
+
+import httpcore
+
+__all__ = ["AsyncioBackend", "backend_for_running_loop"]
+
+SocketOption = tuple[int, int, int | bytes] | tuple[int, int, None, int]
+
+# Read-side flow control: stop reading the socket when this much is buffered and unread (a
+# slow client is holding the relay back), resume below the low mark. The kernel's receive
+# window then pushes back on the provider, as it would without a proxy.
+_HIGH_WATER = 256 * 1024
+_LOW_WATER = 64 * 1024
+
+
+class _UpstreamProtocol(asyncio.Protocol):
+    """Buffers what the socket delivers until httpcore reads it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.eof = False
+        self.error: BaseException | None = None
+        self.read_paused = False
+        self.write_paused = False
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+
+    # asyncio.Protocol callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if len(self.buffer) > _HIGH_WATER and not self.read_paused and self.transport:
+            self.read_paused = True
+            self.transport.pause_reading()
+        self._wake_reader()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake_reader()
+        return False  # close our side too: HTTP/1.1 has no use for a half-open upstream
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        self.error = exc
+        self._wake_reader()
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc or ConnectionResetError("connection lost"))
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # what the stream uses
+
+    def take(self, max_bytes: int) -> bytes:
+        data = bytes(self.buffer[:max_bytes])
+        del self.buffer[:max_bytes]
+        if self.read_paused and len(self.buffer) <= _LOW_WATER and self.transport:
+            self.read_paused = False
+            self.transport.resume_reading()
+        return data
+
+    async def wait_readable(self, timeout: float | None) -> None:
+        waiter = self._read_waiter = self.loop.create_future()
+        await _wait(waiter, timeout)
+
+    async def wait_drained(self, timeout: float | None) -> None:
+        waiter = self._drain_waiter = self.loop.create_future()
+        await _wait(waiter, timeout)
+
+    def _wake_reader(self) -> None:
+        waiter, self._read_waiter = self._read_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+async def _wait(waiter: asyncio.Future[None], timeout: float | None) -> None:
+    """Await `waiter`, raising TimeoutError after `timeout` seconds. A timer callback rather
+    than `asyncio.wait_for`, which wraps the await in a new task on Python < 3.12."""
+    if timeout is None:
+        await waiter
+        return
+    timer = waiter.get_loop().call_later(timeout, _expire, waiter)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
+class AsyncioStream(httpcore.AsyncNetworkStream):
+    """One upstream connection (plain or TLS) as httpcore sees it."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: _UpstreamProtocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        protocol = self._protocol
+        while not protocol.buffer:
+            if protocol.eof:
+                if protocol.error is not None:
+                    raise httpcore.ReadError(str(protocol.error) or "connection lost")
+                return b""
+            try:
+                await protocol.wait_readable(timeout)
+            except TimeoutError as exc:
+                raise httpcore.ReadTimeout("timed out reading from upstream") from exc
+        return protocol.take(max_bytes)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if not buffer:
+            return
+        if self._transport.is_closing():
+            raise httpcore.WriteError("upstream connection is closed")
+        self._transport.write(buffer)
+        if self._protocol.write_paused:
+            try:
+                await self._protocol.wait_drained(timeout)
+            except TimeoutError as exc:
+                raise httpcore.WriteTimeout("timed out writing to upstream") from exc
+            except OSError as exc:
+                raise httpcore.WriteError(str(exc)) from exc
+
+    async def aclose(self) -> None:
+        self._transport.close()
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        loop = self._protocol.loop
+        try:
+            transport = await asyncio.wait_for(
+                loop.start_tls(
+                    self._transport, self._protocol, ssl_context, server_hostname=server_hostname
+                ),
+                timeout,
+            )
+        except TimeoutError as exc:
+            self._transport.close()
+            raise httpcore.ConnectTimeout("timed out in the TLS handshake") from exc
+        except (OSError, ssl.SSLError) as exc:
+            self._transport.close()
+            raise httpcore.ConnectError(str(exc)) from exc
+        if transport is None:  # the connection closed during the handshake
+            raise httpcore.ConnectError("connection closed during the TLS handshake")
+        self._protocol.transport = transport
+        return AsyncioStream(transport, self._protocol)
+
+    def get_extra_info(self, info: str) -> Any:
+        if info == "is_readable":
+            # httpcore asks before reusing an idle connection: readable means the server
+            # closed it or sent something unasked, either way it must not be reused.
+            return bool(self._protocol.buffer) or self._protocol.eof
+        if info == "ssl_object":
+            return self._transport.get_extra_info("ssl_object")
+        if info == "client_addr":
+            return self._transport.get_extra_info("sockname")
+        if info == "server_addr":
+            return self._transport.get_extra_info("peername")
+        if info == "socket":
+            return self._transport.get_extra_info("socket")
+        return None
+
+
+class AsyncioBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend for an asyncio event loop (see the module docstring)."""
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[SocketOption] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        loop = asyncio.get_running_loop()
+        protocol = _UpstreamProtocol(loop)
+        try:
+            transport, _ = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: protocol,
+                    host,
+                    port,
+                    local_addr=(local_address, 0) if local_address else None,
+                ),
+                timeout,
+            )
+        except TimeoutError as exc:
+            raise httpcore.ConnectTimeout(f"timed out connecting to {host}:{port}") from exc
+        except OSError as exc:
+            raise httpcore.ConnectError(str(exc)) from exc
+        sock = transport.get_extra_info("socket")
+        # asyncio sets TCP_NODELAY on TCP transports already: a request head is not held back.
+        for option in socket_options or ():
+            if sock is not None:
+                sock.setsockopt(*option)
+        assert isinstance(transport, asyncio.Transport)
+        return AsyncioStream(transport, protocol)
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[SocketOption] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        loop = asyncio.get_running_loop()
+        protocol = _UpstreamProtocol(loop)
+        try:
+            transport, _ = await asyncio.wait_for(
+                loop.create_unix_connection(lambda: protocol, path), timeout
+            )
+        except TimeoutError as exc:
+            raise httpcore.ConnectTimeout(f"timed out connecting to {path}") from exc
+        except OSError as exc:
+            raise httpcore.ConnectError(str(exc)) from exc
+        assert isinstance(transport, asyncio.Transport)
+        return AsyncioStream(transport, protocol)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+def backend_for_running_loop() -> httpcore.AsyncNetworkBackend | None:
+    """The backend for the pool being created now: ours on asyncio, httpcore's own (None)
+    elsewhere (trio under hypercorn)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    return AsyncioBackend()
