@@ -14,6 +14,7 @@ core object decides in every adapter, so an app behind this middleware behaves e
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -30,7 +31,13 @@ from meshproxy_core.routes import claims_path
 from .admin import AdminAPI
 from .live_settings import LiveSettings
 from .recording import Recorder
-from .relay import ClientGone, UpstreamPool, UpstreamTimeouts, handle_request
+from .relay import (
+    ClientGone,
+    UpstreamPool,
+    UpstreamTimeouts,
+    handle_request,
+    polling_for_disconnect,
+)
 
 __all__ = ["MeshProxyApp", "MeshProxyMiddleware", "app"]
 
@@ -205,7 +212,12 @@ class _ASGIPort:
         await self.send(reject.body)
         await self.end(clean=True)
 
-    async def wait_disconnected(self) -> None:
+    def watch_disconnect(
+        self, on_gone: Callable[[], None]
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        return polling_for_disconnect(self._wait_disconnected, on_gone)
+
+    async def _wait_disconnected(self) -> None:
         while not self._disconnected:
             message = await self._receive()
             if message["type"] == "http.disconnect":

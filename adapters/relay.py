@@ -34,6 +34,7 @@ __all__ = [
     "UpstreamPool",
     "UpstreamTimeouts",
     "handle_request",
+    "polling_for_disconnect",
     "relay",
 ]
 
@@ -67,9 +68,31 @@ class ClientPort(Downstream, Protocol):
         """Send a refusal (the body may still be unread)."""
         ...
 
-    async def wait_disconnected(self) -> None:
-        """Return when the client goes away (called only while the response is relayed)."""
+    def watch_disconnect(
+        self, on_gone: Callable[[], None]
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        """While the block runs (the response is relayed), call `on_gone` once if the client
+        goes away. An adapter that must poll for it uses `polling_for_disconnect`."""
         ...
+
+
+@contextlib.asynccontextmanager
+async def polling_for_disconnect(
+    wait_disconnected: Callable[[], Awaitable[None]], on_gone: Callable[[], None]
+) -> AsyncIterator[None]:
+    """`ClientPort.watch_disconnect` for a port that learns of a disconnect only by waiting
+    for it (ASGI's `receive()`): a watcher task for the duration of the block."""
+    async with anyio.create_task_group() as group:
+
+        async def watch() -> None:
+            await wait_disconnected()
+            on_gone()
+
+        group.start_soon(watch)
+        try:
+            yield
+        finally:
+            group.cancel_scope.cancel()
 
 
 @attrs.frozen
@@ -298,26 +321,24 @@ async def handle_request(
             tap.request(method, target, headers, body)  # the client's body, before rewriting
         if upstream_headers is not None:
             forward = attrs.evolve(forward, headers=upstream_headers(forward.headers))
-        async with anyio.create_task_group() as group:
+        with anyio.CancelScope() as relaying:
 
-            async def watch() -> None:
+            def gone() -> None:
                 nonlocal client_left
-                await port.wait_disconnected()
                 client_left = True
-                group.cancel_scope.cancel()
+                relaying.cancel()
 
-            group.start_soon(watch)
-            await relay(
-                exchange,
-                forward,
-                pool,
-                port,
-                clock=clock,
-                cancel_ending=ending,
-                tap=tap,
-                settle=settle,
-            )
-            group.cancel_scope.cancel()
+            async with port.watch_disconnect(gone):
+                await relay(
+                    exchange,
+                    forward,
+                    pool,
+                    port,
+                    clock=clock,
+                    cancel_ending=ending,
+                    tap=tap,
+                    settle=settle,
+                )
     except anyio.get_cancelled_exc_class():
         exchange.abandon(ending(), now=clock())
         raise

@@ -170,7 +170,14 @@ class CaptureLog:
 
 
 class _Connection:
-    """One client connection: a loop of request/response cycles over h11."""
+    """One client connection: a loop of request/response cycles over h11.
+
+    One reader task per connection owns the socket's receive side for the connection's whole
+    life: it feeds h11 and wakes the request loop, and while a response is relayed, its EOF is
+    how a client that left is noticed (and the upstream request cancelled). A task per
+    connection rather than a watcher task per request: starting and cancelling one on every
+    request was a tenth of the server's CPU (docs/performance.md).
+    """
 
     def __init__(self, server: Server, stream: anyio.abc.SocketStream) -> None:
         self.server = server
@@ -183,6 +190,14 @@ class _Connection:
         self.closing = False
         self.cancel_reason = Ending.CLIENT_GONE
         self._held = b""
+        # reader task state
+        self._arrived = anyio.Event()  # the reader fed h11 (or saw EOF) since the last wait
+        self._may_read = anyio.Event()  # set when the request loop wants more bytes
+        self._fed = 0  # bytes fed to h11 since the request loop last ran out of them
+        self._eof = False
+        self._discarding = False  # lingering after a refusal: drop what arrives
+        self._reader_done = anyio.Event()
+        self._on_gone: Callable[[], None] | None = None
 
     def stop_when_idle(self) -> None:
         self.closing = True
@@ -195,26 +210,86 @@ class _Connection:
 
     async def run(self) -> None:
         with self.scope:
-            try:
-                while not self.closing:
-                    if not await self._cycle():
-                        return
-                    if self.h11.our_state is h11.MUST_CLOSE:
-                        return
-                    self.h11.start_next_cycle()
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream):
-                return
-            except h11.RemoteProtocolError as exc:
-                await self._send_protocol_error(exc)
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._read_loop)
+                await self._serve_cycles()
+                group.cancel_scope.cancel()
+
+    async def _serve_cycles(self) -> None:
+        try:
+            while not self.closing:
+                if not await self._cycle():
+                    return
+                if self.h11.our_state is h11.MUST_CLOSE:
+                    return
+                self.h11.start_next_cycle()
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream):
+            return
+        except h11.RemoteProtocolError as exc:
+            await self._send_protocol_error(exc)
+
+    async def _read_loop(self) -> None:
+        """The connection's only reader (see the class docstring). Buffers at most about the
+        header limit ahead of the request loop (a pipelining client is then no longer read,
+        as any server must stop somewhere); lingering, it discards instead."""
+        limits = self.server.limits
+        ahead = max(limits.max_header_bytes, _READ_SIZE)
+        discarded = 0
+        try:
+            while True:
+                if self._fed > ahead and not self._discarding:
+                    self._may_read = anyio.Event()
+                    await self._may_read.wait()
+                    continue
+                try:
+                    data = await self.stream.receive(_READ_SIZE)
+                except anyio.ClosedResourceError:
+                    return  # closed by this side: not the client leaving
+                except (anyio.EndOfStream, anyio.BrokenResourceError):
+                    data = b""
+                if self._discarding:
+                    discarded += len(data)
+                    if data and discarded < limits.linger_bytes:
+                        continue
+                    return
+                if not data:
+                    self._client_left()
+                    return
+                self._fed += len(data)
+                self.h11.receive_data(data)
+                self._arrived.set()
+        finally:
+            self._eof = True
+            self._arrived.set()
+            self._reader_done.set()
+
+    def _client_left(self) -> None:
+        self.closing = True
+        self.h11.receive_data(b"")  # h11 then reports ConnectionClosed or an incomplete request
+        if self._on_gone is not None:
+            self._on_gone()
+
+    async def _wait_for_data(self) -> None:
+        if self._eof:
+            raise anyio.EndOfStream
+        self._fed = 0
+        self._may_read.set()
+        await self._arrived.wait()
+        self._arrived = anyio.Event()
 
     async def _next_event(self, timeout: float) -> h11.Event | type[h11.PAUSED]:
         while True:
-            event = self.h11.next_event()
+            try:
+                event = self.h11.next_event()
+            except h11.RemoteProtocolError:
+                if self._eof and self.closing:
+                    # The client closed mid-request: it left, there is nobody to answer.
+                    raise anyio.EndOfStream from None
+                raise
             if event is not h11.NEED_DATA:
                 return event
             with anyio.fail_after(timeout):
-                data = await self.stream.receive(_READ_SIZE)
-            self.h11.receive_data(data)
+                await self._wait_for_data()
 
     async def _cycle(self) -> bool:
         """Serve one request. Returns False when the connection should close."""
@@ -224,7 +299,7 @@ class _Connection:
             if event is h11.NEED_DATA:
                 # Keep-alive: wait (idle_timeout) for the first byte of the next request...
                 with anyio.fail_after(limits.idle_timeout):
-                    self.h11.receive_data(await self.stream.receive(_READ_SIZE))
+                    await self._wait_for_data()
                 # ...then the whole head must arrive within header_timeout (no slow-loris).
                 with anyio.fail_after(limits.header_timeout):
                     event = await self._next_event(limits.header_timeout)
@@ -316,23 +391,6 @@ class _Connection:
             else:
                 raise anyio.EndOfStream
 
-    async def _wait_disconnected(self) -> None:
-        """While a response streams, read the client: EOF means it left. Bytes that arrive are
-        a pipelined next request, which h11 buffers for the next cycle; a client that pipelines
-        more than the header limit is no longer watched."""
-        buffered = 0
-        while buffered <= self.server.limits.max_header_bytes:
-            try:
-                data = await self.stream.receive(_READ_SIZE)
-            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                data = b""
-            if not data:
-                self.closing = True
-                return
-            buffered += len(data)
-            self.h11.receive_data(data)
-        await anyio.sleep_forever()
-
     async def _send(self, event: h11.Event) -> None:
         data = self.h11.send(event)
         if self._held:
@@ -367,13 +425,10 @@ class _Connection:
         self.closing = True
         with contextlib.suppress(Exception):
             await self.stream.send_eof()
-        drained = 0
+        self._discarding = True
+        self._may_read.set()
         with anyio.move_on_after(self.server.limits.linger_timeout):
-            while drained < self.server.limits.linger_bytes:
-                try:
-                    drained += len(await self.stream.receive(_READ_SIZE))
-                except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    return
+            await self._reader_done.wait()
 
     def _can_continue(self) -> bool:
         # A refused request whose body was never read leaves the connection mid-message: close.
@@ -421,8 +476,8 @@ class _H11Port:
     async def reject(self, reject: Reject) -> None:
         await self.c._send_reject(reject)
 
-    async def wait_disconnected(self) -> None:
-        await self.c._wait_disconnected()
+    def watch_disconnect(self, on_gone: Callable[[], None]) -> _DisconnectWatch:
+        return _DisconnectWatch(self.c, on_gone)
 
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         response = h11.Response(status_code=status, headers=headers)
@@ -452,6 +507,24 @@ class _H11Port:
             await coro
         except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
             raise ClientGone from exc
+
+
+class _DisconnectWatch:
+    """relay.ClientPort.watch_disconnect for the h11 server: the connection's reader calls
+    `on_gone` when it sees EOF; no task of its own."""
+
+    def __init__(self, connection: _Connection, on_gone: Callable[[], None]) -> None:
+        self.c = connection
+        self.on_gone = on_gone
+
+    async def __aenter__(self) -> None:
+        if self.c._eof:
+            self.on_gone()
+        else:
+            self.c._on_gone = self.on_gone
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.c._on_gone = None
 
 
 def _head_size(request: h11.Request) -> int:
