@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from meshproxy_core.records import Usage, UsageSource
 from meshproxy_core.usage import Metering, RequestFacts
+from meshproxy_core.usage.openai_chat import _USAGE_NULL, _without_usage_null
 from meshproxy_core.usage.select import meter_for
 
 FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures"
@@ -269,3 +270,65 @@ def test_random_bytes_give_no_usage(body, endpoint, content_type, complete) -> N
                complete=complete)  # fmt: skip
     assert m.usage == Usage()
     assert m.source in (UsageSource.NONE, UsageSource.UNPARSEABLE, UsageSource.FREE)
+
+
+# -- quiet chunks: the one-scan fast path equals event-by-event parsing --------------------------
+
+# Pieces chosen to sit on the fast path's edges: quotes, escapes, unterminated literals, the
+# usage and error keys in compact and spaced forms, [DONE], non-ASCII text.
+_PIECES = [
+    b'{"choices":[{"delta":{"content":"', b'{"type":"content_block_delta","delta":{"text":"',
+    b'{"type":"response.output_text.delta","delta":"', b"hi there", b'\\"', b'"', b"}}]",
+    b'"}}', b",", b',"usage":null', b',"usage":null}', b', "usage" : null', b"}",
+    b',"usage":{"prompt_tokens":3,"completion_tokens":4}', b'"error":{"type":"x"}',
+    b"[DONE]", b"\xc3\xa9t\xc3\xa9", b"\\n", b'"content":"', b'"refusal":"no', b" ", b"\xff",
+    b'"partial_json":"{\\"a', b'"thinking":"hm',
+]  # fmt: skip
+_NAMES = [
+    None, "content_block_delta", "ping", "message_delta", "message_start",
+    "response.output_text.delta", "response.completed", "error",
+]  # fmt: skip
+_event = st.tuples(
+    st.sampled_from(_NAMES),
+    st.lists(st.lists(st.sampled_from(_PIECES), max_size=8).map(b"".join), min_size=1,
+             max_size=2),
+)  # fmt: skip
+
+
+def _event_bytes(name: str | None, lines: list[bytes]) -> bytes:
+    head = b"event: %s\n" % name.encode() if name else b""
+    return head + b"".join(b"data: " + line + b"\n" for line in lines) + b"\n"
+
+
+@given(
+    st.sampled_from([
+        ("openai", "chat.completions", {}),
+        ("openai", "chat.completions", {"strip_usage_chunk": True}),
+        ("openai", "responses", {}),
+        ("anthropic", "messages", {}),
+    ]),
+    st.lists(_event, min_size=1, max_size=12),
+    st.lists(st.booleans(), max_size=12),
+    st.booleans(),
+)  # fmt: skip
+def test_quiet_chunks_meter_like_event_by_event(case, events, cut_after, complete) -> None:
+    provider, endpoint, extra = case
+    facts = RequestFacts(provider, endpoint, **extra)
+    frames = [_event_bytes(name, lines) for name, lines in events]
+    # Chunks of whole events (the fast path may take them) against single bytes (it never can).
+    grouped: list[bytes] = []
+    current = b""
+    for i, frame in enumerate(frames):
+        current += frame
+        if i < len(cut_after) and cut_after[i]:
+            grouped.append(current)
+            current = b""
+    grouped.append(current)
+    body = b"".join(frames)
+    bytewise = [body[i : i + 1] for i in range(len(body))]
+    assert run(facts, grouped, complete=complete) == run(facts, bytewise, complete=complete)
+
+
+@given(st.lists(st.sampled_from(_PIECES), max_size=16).map(b"".join))
+def test_usage_null_removal_equals_the_pattern(data: bytes) -> None:
+    assert _without_usage_null(data) == _USAGE_NULL.sub(b"", data)

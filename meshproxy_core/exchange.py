@@ -398,6 +398,8 @@ class Exchange:
         half an event that the SDK would fail to decode."""
         if not self._event_stream:
             return data
+        if not self._fragment_parts and data[-2:] == b"\n\n":
+            return data  # the usual chunk: whole events, nothing held
         # Search only the new bytes, plus the last few held ones (a terminator may straddle the
         # two): a multi-MB image event arriving in many chunks is scanned once, not re-scanned.
         overlap = self._fragment[-3:]

@@ -144,6 +144,20 @@ class SSEParser:
         self._event_type = b""
         return []
 
+    def at_event_boundary(self) -> bool:
+        """True when every byte fed so far is accounted for: no partial line, no event being
+        built, no BOM or CR decision pending. A meter may then read a chunk of whole events
+        with one scan instead of through the parser (`usage.common.QuietChunks`)."""
+        return not (
+            self._at_start
+            or self._skip_lf
+            or self._line
+            or self._data
+            or self._event_type
+            or self._raw
+            or self._head
+        )
+
     def pending_raw(self) -> bytes:
         """With keep_raw: the bytes received after the last dispatched event (not yet an event)."""
         return b"".join(self._raw) + self._head

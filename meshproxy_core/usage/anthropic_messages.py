@@ -47,7 +47,7 @@ from .common import (
 
 __all__ = ["AnthropicJsonMeter", "AnthropicStreamMeter", "anthropic_usage", "merge_delta"]
 
-_DELTA_TEXT = re.compile(rb'"(?:text|thinking|partial_json)"\s*:\s*"((?:[^"\\]|\\.)*)"')
+_DELTA_TEXT = re.compile(rb'"(?:text|thinking|partial_json)"\s*:\s*"((?:[^"\\\n]|\\.)*)"')
 
 
 def anthropic_usage(raw: dict[str, Any]) -> Usage:
@@ -132,6 +132,8 @@ class AnthropicStreamMeter(SseMeter):
     """Messages stream events (module header for the states and the merge rule)."""
 
     END_EVENTS = frozenset({"message_stop"})
+    # The bulk of a stream: text, thinking and tool-input deltas (usage.common, quiet chunks).
+    QUIET = re.compile(rb"(?:event: content_block_delta\ndata: \{[^\n]*\n\n)+")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -158,6 +160,9 @@ class AnthropicStreamMeter(SseMeter):
             obj = self._decode(event)
             # The legacy shape has no top-level type (§12); both nest error.type.
             self._error_type = as_str(get(obj, "error", "type")) or "error"
+
+    def _on_quiet(self, data: bytes) -> None:
+        self._chars += string_literal_chars(data, _DELTA_TEXT)
 
     def _on_start(self, obj: dict[str, Any] | None) -> None:
         message = get(obj, "message")

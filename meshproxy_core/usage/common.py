@@ -7,7 +7,18 @@ negative), the output estimator used when a stream ends before its usage, the tw
 The output estimator: when a stream is cut (or errors) before the provider reports output, the
 output is estimated as ceil(characters / 4), counting the characters of the streamed text deltas
 as they appear in the JSON string literals on the wire (escapes such as `\\n` count as written, so
-the estimate errs high). It is always flagged `UsageSource.ESTIMATED` for reconciliation.
+the estimate errs high). It is always flagged `UsageSource.ESTIMATED` for reconciliation. A string
+literal never spans a raw newline (JSON forbids one inside a string), so a literal is always
+inside one SSE line.
+
+Quiet chunks (the streaming fast path): most of a stream is text deltas, and all a text delta
+changes is the character count. A meter declares `QUIET`, a pattern that only a run of whole
+events of that harmless kind can match in full, in its exact wire form (`event:` line, one
+`data: {` line, blank line). When the parser is at an event boundary and a chunk matches `QUIET`,
+the meter counts the chunk's characters with one scan instead of parsing its events one by one.
+The result is the same by construction: the parser would end at the same boundary with the same
+state, and the literals counted are the same ones (none can start on an `event:` line or cross
+a line). The fuzz properties check it against byte-by-byte feeding.
 
 Does not own: any one endpoint's fields (one module per endpoint), or SSE framing (sse).
 """
@@ -84,6 +95,8 @@ def estimate_output_tokens(chars: int) -> int:
 
 def string_literal_chars(data: bytes, pattern: re.Pattern[bytes]) -> int:
     """Characters of the string literals `pattern` captures (group 1), without JSON-decoding."""
+    if data.isascii():  # one byte, one character
+        return sum(match.end(1) - match.start(1) for match in pattern.finditer(data))
     total = 0
     for match in pattern.finditer(data):
         total += len(match.group(1).decode("utf-8", "replace"))
@@ -167,6 +180,8 @@ class SseMeter:
 
     # Named events that end the provider's answer (subclasses); `data: [DONE]` always does.
     END_EVENTS: frozenset[str] = frozenset()
+    # Whole events that only `_on_quiet` needs to see (module header); None: no fast path.
+    QUIET: re.Pattern[bytes] | None = None
 
     def __init__(self, facts: RequestFacts) -> None:
         self.facts = facts
@@ -175,6 +190,10 @@ class SseMeter:
         self._terminated = False
 
     def feed(self, data: bytes) -> bytes:
+        quiet = self.QUIET
+        if quiet is not None and self._parser.at_event_boundary() and quiet.fullmatch(data):
+            self._on_quiet(data)
+            return data
         for event in self._parser.feed(data):
             self._on_event(event)
             if event.event in self.END_EVENTS or event.data[:6] == b"[DONE]":
@@ -199,6 +218,10 @@ class SseMeter:
         return Metering(source=source, **fields)
 
     def _on_event(self, event: Event) -> None:
+        raise NotImplementedError
+
+    def _on_quiet(self, data: bytes) -> None:
+        """A chunk of whole events matching `QUIET` (module header)."""
         raise NotImplementedError
 
     def _result(self, complete: bool) -> Metering:

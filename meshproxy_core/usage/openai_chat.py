@@ -16,7 +16,8 @@ Normalisation (details are subsets of the main counts, §2):
 Anthropic 5m/1h classes and OpenAI does not price it separately; the raw object keeps it.
 
 Stream (lazy): a chunk is JSON-decoded only when it has a non-null `"usage":` or an `"error":`
-key. The usage chunk is recognised by `usage != null`, never by empty `choices`: Azure's first
+key; a run of whole content chunks with neither is counted with one scan (usage.common, quiet
+chunks). The usage chunk is recognised by `usage != null`, never by empty `choices`: Azure's first
 prompt-filter chunk has empty choices and no usage (§2).
 
 Does not own: asking for the usage chunk (request_facts rewrites the request).
@@ -42,10 +43,13 @@ from .common import (
 
 __all__ = ["ChatJsonMeter", "ChatStreamMeter", "chat_usage"]
 
+# Whole data-only events whose data is an object: content chunks, unless a search below finds
+# a usage or error key in them.
+_QUIET = re.compile(rb"(?:data: \{[^\n]*\n\n)+")
 _USAGE_NOT_NULL = re.compile(rb'"usage"\s*:\s*+(?!null)')
 _ERROR_KEY = re.compile(rb'"error"\s*:')
 # The text of a delta: `"content":"..."` (and refusals), for the output estimator.
-_CONTENT = re.compile(rb'"(?:content|refusal)"\s*:\s*"((?:[^"\\]|\\.)*)"')
+_CONTENT = re.compile(rb'"(?:content|refusal)"\s*:\s*"((?:[^"\\\n]|\\.)*)"')
 
 
 def chat_usage(raw: dict[str, Any]) -> Usage:
@@ -103,6 +107,22 @@ class ChatJsonMeter(JsonBodyMeter):
 _USAGE_NULL = re.compile(rb',\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,')
 
 
+def _without_usage_null(data: bytes) -> bytes:
+    """The client did not ask for usage: without include_usage the key is absent from every
+    chunk (WIRE.md §2), so the `"usage":null` the proxy's option added is removed too. The
+    pattern cannot match inside a JSON string, where quotes are escaped.
+
+    Faster for OpenAI's compact form: two replaces remove each `,"usage":null` followed by `,`
+    or `}`, keeping the follower, so each removal is one the pattern makes too. If that removed
+    every `"usage"`, the pattern has nothing else to match and the results are equal."""
+    if b'"usage"' not in data:
+        return data
+    out = data.replace(b',"usage":null,', b",").replace(b',"usage":null}', b"}")
+    if b'"usage"' not in out:
+        return out
+    return _USAGE_NULL.sub(b"", data)
+
+
 class ChatStreamMeter:
     """`chat.completion.chunk` events; optionally removes the injected usage-only chunk.
 
@@ -125,16 +145,26 @@ class ChatStreamMeter:
         self._terminated = False
 
     def feed(self, data: bytes) -> bytes:
+        if self._quiet(data):
+            self._chars += string_literal_chars(data, _CONTENT)
+            return _without_usage_null(data) if self._strip else data
         events = self._parser.feed(data)
         if not self._strip:
             for event in events:
                 self._on_event(event)
             return data
         kept = [event.raw for event in events if not self._on_event(event)]
-        # The client did not ask for usage: without include_usage the key is absent from every
-        # chunk (WIRE.md §2), so the `"usage":null` the proxy's option added is removed too.
-        # The pattern cannot match inside a JSON string, where quotes are escaped.
-        return _USAGE_NULL.sub(b"", b"".join(kept))
+        return _without_usage_null(b"".join(kept))
+
+    def _quiet(self, data: bytes) -> bool:
+        """Content chunks only, after the first (read once for model and tier)."""
+        return (
+            self._sniffed
+            and self._parser.at_event_boundary()
+            and _QUIET.fullmatch(data) is not None
+            and _USAGE_NOT_NULL.search(data) is None
+            and _ERROR_KEY.search(data) is None
+        )
 
     def finish(self, complete: bool) -> tuple[bytes, Metering]:
         tail = self._parser.pending_raw() if self._strip else b""

@@ -47,7 +47,7 @@ __all__ = ["ResponsesJsonMeter", "ResponsesStreamMeter", "responses_usage"]
 
 _TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 _TEXT_DELTAS = frozenset({"response.output_text.delta", "response.reasoning_summary_text.delta"})
-_DELTA = re.compile(rb'"delta"\s*:\s*"((?:[^"\\]|\\.)*)"')
+_DELTA = re.compile(rb'"delta"\s*:\s*"((?:[^"\\\n]|\\.)*)"')
 
 
 def responses_usage(raw: dict[str, Any], tool_usage: Any = None) -> Usage:
@@ -102,6 +102,10 @@ class ResponsesStreamMeter(SseMeter):
     """Responses stream events. States: OPEN -> TERMINAL (one terminal event seen)."""
 
     END_EVENTS = _TERMINAL
+    # The bulk of a stream: text deltas (usage.common, quiet chunks).
+    QUIET = re.compile(
+        rb"(?:event: response\.(?:output_text|reasoning_summary_text)\.delta\ndata: \{[^\n]*\n\n)+"
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -131,6 +135,9 @@ class ResponsesStreamMeter(SseMeter):
             obj = self._decode(event)
             if obj is not None:
                 self._error_code = as_str(obj.get("code")) or as_str(get(obj, "error", "code"))
+
+    def _on_quiet(self, data: bytes) -> None:
+        self._chars += string_literal_chars(data, _DELTA)
 
     def _result(self, complete: bool) -> Metering:
         return _only_what_it_creates(self._read(), self.facts)
