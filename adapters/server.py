@@ -191,12 +191,14 @@ class _Connection:
         self.cancel_reason = Ending.CLIENT_GONE
         self._held = b""
         # reader task state
-        self._arrived = anyio.Event()  # the reader fed h11 (or saw EOF) since the last wait
-        self._may_read = anyio.Event()  # set when the request loop wants more bytes
+        # Events exist only while someone waits on them: an idle keep-alive connection and an
+        # open stream each hold a few hundred bytes less per event (docs/performance.md).
+        self._arrived: anyio.Event | None = None  # the request loop waits for bytes
+        self._may_read: anyio.Event | None = None  # the reader waits for the loop to catch up
         self._fed = 0  # bytes fed to h11 since the request loop last ran out of them
-        self._eof = False
+        self._eof = False  # the reader has stopped (EOF, error, or this side closed)
         self._discarding = False  # lingering after a refusal: drop what arrives
-        self._reader_done = anyio.Event()
+        self._reader_done: anyio.Event | None = None
         self._on_gone: Callable[[], None] | None = None
 
     def stop_when_idle(self) -> None:
@@ -239,7 +241,10 @@ class _Connection:
             while True:
                 if self._fed > ahead and not self._discarding:
                     self._may_read = anyio.Event()
-                    await self._may_read.wait()
+                    try:
+                        await self._may_read.wait()
+                    finally:
+                        self._may_read = None
                     continue
                 try:
                     data = await self.stream.receive(_READ_SIZE)
@@ -257,11 +262,13 @@ class _Connection:
                     return
                 self._fed += len(data)
                 self.h11.receive_data(data)
-                self._arrived.set()
+                if self._arrived is not None:
+                    self._arrived.set()
         finally:
             self._eof = True
-            self._arrived.set()
-            self._reader_done.set()
+            for waiting in (self._arrived, self._reader_done):
+                if waiting is not None:
+                    waiting.set()
 
     def _client_left(self) -> None:
         self.closing = True
@@ -273,9 +280,13 @@ class _Connection:
         if self._eof:
             raise anyio.EndOfStream
         self._fed = 0
-        self._may_read.set()
-        await self._arrived.wait()
+        if self._may_read is not None:
+            self._may_read.set()
         self._arrived = anyio.Event()
+        try:
+            await self._arrived.wait()
+        finally:
+            self._arrived = None
 
     async def _next_event(self, timeout: float) -> h11.Event | type[h11.PAUSED]:
         while True:
@@ -426,7 +437,11 @@ class _Connection:
         with contextlib.suppress(Exception):
             await self.stream.send_eof()
         self._discarding = True
-        self._may_read.set()
+        if self._may_read is not None:
+            self._may_read.set()
+        if self._eof:
+            return
+        self._reader_done = anyio.Event()
         with anyio.move_on_after(self.server.limits.linger_timeout):
             await self._reader_done.wait()
 

@@ -48,6 +48,9 @@ class _UpstreamProtocol(asyncio.Protocol):
         self.eof = False
         self.error: BaseException | None = None
         self.read_paused = False
+        # The transport reading was paused on. During `start_tls` bytes can arrive through the
+        # TLS layer before `transport` is switched to it; resuming must reach the same one.
+        self._paused_transport: asyncio.Transport | None = None
         self.write_paused = False
         self._read_waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -62,6 +65,7 @@ class _UpstreamProtocol(asyncio.Protocol):
         self.buffer += data
         if len(self.buffer) > _HIGH_WATER and not self.read_paused and self.transport:
             self.read_paused = True
+            self._paused_transport = self.transport
             self.transport.pause_reading()
         self._wake_reader()
 
@@ -92,9 +96,11 @@ class _UpstreamProtocol(asyncio.Protocol):
     def take(self, max_bytes: int) -> bytes:
         data = bytes(self.buffer[:max_bytes])
         del self.buffer[:max_bytes]
-        if self.read_paused and len(self.buffer) <= _LOW_WATER and self.transport:
+        if self.read_paused and len(self.buffer) <= _LOW_WATER:
             self.read_paused = False
-            self.transport.resume_reading()
+            paused, self._paused_transport = self._paused_transport, None
+            if paused is not None:
+                paused.resume_reading()
         return data
 
     async def wait_readable(self, timeout: float | None) -> None:
