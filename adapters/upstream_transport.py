@@ -117,8 +117,13 @@ class _UpstreamProtocol(asyncio.Protocol):
             waiter.set_result(None)
 
 
+class _Expired(Exception):
+    """An operation's timeout passed. Not TimeoutError: that is also the OSError of a
+    connection the kernel gave up on (ETIMEDOUT), which is a failure, not a timeout."""
+
+
 async def _wait(waiter: asyncio.Future[None], timeout: float | None) -> None:
-    """Await `waiter`, raising TimeoutError after `timeout` seconds. A timer callback rather
+    """Await `waiter`, raising `_Expired` after `timeout` seconds. A timer callback rather
     than `asyncio.wait_for`, which wraps the await in a new task on Python < 3.12."""
     if timeout is None:
         await waiter
@@ -132,7 +137,7 @@ async def _wait(waiter: asyncio.Future[None], timeout: float | None) -> None:
 
 def _expire(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
-        waiter.set_exception(TimeoutError())
+        waiter.set_exception(_Expired())
 
 
 class AsyncioStream(httpcore.AsyncNetworkStream):
@@ -147,11 +152,11 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         while not protocol.buffer:
             if protocol.eof:
                 if protocol.error is not None:
-                    raise httpcore.ReadError(str(protocol.error) or "connection lost")
+                    raise httpcore.ReadError(_message(protocol.error))
                 return b""
             try:
                 await protocol.wait_readable(timeout)
-            except TimeoutError as exc:
+            except _Expired as exc:
                 raise httpcore.ReadTimeout("timed out reading from upstream") from exc
         return protocol.take(max_bytes)
 
@@ -164,13 +169,18 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         if self._protocol.write_paused:
             try:
                 await self._protocol.wait_drained(timeout)
-            except TimeoutError as exc:
+            except _Expired as exc:
                 raise httpcore.WriteTimeout("timed out writing to upstream") from exc
             except OSError as exc:
-                raise httpcore.WriteError(str(exc)) from exc
+                raise httpcore.WriteError(_message(exc)) from exc
 
     async def aclose(self) -> None:
-        self._transport.close()
+        if self._transport.get_extra_info("ssl_object") is not None:
+            # Like httpcore's own backend, do not wait for the server's TLS close_notify
+            # (asyncio would, for up to 30 s): HTTP/1.1 framing already says where data ends.
+            self._transport.abort()
+        else:
+            self._transport.close()
 
     async def start_tls(
         self,
@@ -191,7 +201,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
             raise httpcore.ConnectTimeout("timed out in the TLS handshake") from exc
         except (OSError, ssl.SSLError) as exc:
             self._transport.close()
-            raise httpcore.ConnectError(str(exc)) from exc
+            raise httpcore.ConnectError(_message(exc)) from exc
         if transport is None:  # the connection closed during the handshake
             raise httpcore.ConnectError("connection closed during the TLS handshake")
         self._protocol.transport = transport
@@ -239,7 +249,7 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         except TimeoutError as exc:
             raise httpcore.ConnectTimeout(f"timed out connecting to {host}:{port}") from exc
         except OSError as exc:
-            raise httpcore.ConnectError(str(exc)) from exc
+            raise httpcore.ConnectError(_message(exc)) from exc
         sock = transport.get_extra_info("socket")
         # asyncio sets TCP_NODELAY on TCP transports already: a request head is not held back.
         for option in socket_options or ():
@@ -263,12 +273,16 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         except TimeoutError as exc:
             raise httpcore.ConnectTimeout(f"timed out connecting to {path}") from exc
         except OSError as exc:
-            raise httpcore.ConnectError(str(exc)) from exc
+            raise httpcore.ConnectError(_message(exc)) from exc
         assert isinstance(transport, asyncio.Transport)
         return AsyncioStream(transport, protocol)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+
+def _message(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
 
 
 def backend_for_running_loop() -> httpcore.AsyncNetworkBackend | None:
