@@ -249,8 +249,8 @@ class Exchange:
                 body,
                 batch_id=batch_id,
                 public_base_url=self._public_base_url(),
+                creates=ownership.creates(route),
             )
-            facts = attrs.evolve(facts, creates=ownership.creates(route))
             self._facts = facts
             if route.kind not in routes.FREE_KINDS:
                 for model in (facts.model, *facts.batch_models):

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import attrs
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
@@ -44,25 +43,29 @@ def read_request(
     *,
     batch_id: str | None = None,
     public_base_url: str | None = None,
+    creates: str | None = None,
 ) -> tuple[RequestFacts, bytes]:
     """Facts about the request, and the body to send upstream (usually `body` itself)."""
-    facts = RequestFacts(
-        provider=provider,
-        endpoint=endpoint,
-        batch_id=batch_id,
-        public_base_url=public_base_url,
-    )
+    # Every field is gathered first and the frozen facts built once (this runs per request).
+    known: dict[str, Any] = {
+        "provider": provider,
+        "endpoint": endpoint,
+        "batch_id": batch_id,
+        "public_base_url": public_base_url,
+        "creates": creates,
+    }
     if not body.strip():
-        return facts, body
+        return RequestFacts(**known), body
     options = parse_options_header(content_type)
     if options[0].lower() == b"multipart/form-data":
         fields = _read_multipart(provider, options[1].get(b"boundary"), body)
-        return _facts_from_form(facts, fields), body
+        return RequestFacts(**known, **_form_fields(fields)), body
     obj = _read_json(provider, body)
-    facts = _facts_from_json(facts, obj)
-    if endpoint == "chat.completions" and facts.stream and not _asks_for_usage(obj):
-        return attrs.evolve(facts, strip_usage_chunk=True), _add_include_usage(body, obj)
-    return facts, body
+    known.update(_json_fields(endpoint, obj))
+    if endpoint == "chat.completions" and known["stream"] and not _asks_for_usage(obj):
+        known["strip_usage_chunk"] = True
+        return RequestFacts(**known), _add_include_usage(body, obj)
+    return RequestFacts(**known), body
 
 
 # -- JSON --------------------------------------------------------------------------------------
@@ -78,25 +81,22 @@ def _read_json(provider: str, body: bytes) -> dict[str, Any]:
     return obj
 
 
-def _facts_from_json(facts: RequestFacts, obj: dict[str, Any]) -> RequestFacts:
+def _json_fields(endpoint: str, obj: dict[str, Any]) -> dict[str, Any]:
     speech_input = obj.get("input")
-    return attrs.evolve(
-        facts,
+    return dict(
         model=_str(obj.get("model")),
         stream=obj.get("stream") is True,
         n=_count(obj.get("n")),
         size=_str(obj.get("size")),
         quality=_str(obj.get("quality")),
         input_characters=(
-            len(speech_input)
-            if facts.endpoint == "audio.speech" and isinstance(speech_input, str)
-            else 0
+            len(speech_input) if endpoint == "audio.speech" and isinstance(speech_input, str) else 0
         ),
         response_format=_str(obj.get("response_format")),
         stream_format=_str(obj.get("stream_format")),
         previous_response_id=_str(obj.get("previous_response_id")),
         names_conversation=obj.get("conversation") is not None,
-        batch_models=_batch_models(obj) if facts.endpoint == "messages.batches" else (),
+        batch_models=_batch_models(obj) if endpoint == "messages.batches" else (),
     )
 
 
@@ -206,10 +206,9 @@ def _read_multipart(provider: str, boundary: bytes | None, body: bytes) -> dict[
     return reader.fields
 
 
-def _facts_from_form(facts: RequestFacts, fields: dict[str, str]) -> RequestFacts:
+def _form_fields(fields: dict[str, str]) -> dict[str, Any]:
     n = fields.get("n", "")
-    return attrs.evolve(
-        facts,
+    return dict(
         model=fields.get("model") or None,
         stream=fields.get("stream", "").lower() == "true",
         n=_count(int(n)) if n.isascii() and n.isdigit() else 1,
