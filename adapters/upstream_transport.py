@@ -53,6 +53,8 @@ class _UpstreamProtocol(asyncio.Protocol):
         self._paused_transport: asyncio.Transport | None = None
         self.write_paused = False
         self._read_waiter: asyncio.Future[None] | None = None
+        self._read_deadline: float | None = None  # of the read waiting now, if any
+        self._read_timer: asyncio.TimerHandle | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
 
     # asyncio.Protocol callbacks
@@ -77,6 +79,7 @@ class _UpstreamProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.eof = True
         self.error = exc
+        self.cancel_timers()
         self._wake_reader()
         waiter, self._drain_waiter = self._drain_waiter, None
         if waiter is not None and not waiter.done():
@@ -105,7 +108,38 @@ class _UpstreamProtocol(asyncio.Protocol):
 
     async def wait_readable(self, timeout: float | None) -> None:
         waiter = self._read_waiter = self.loop.create_future()
-        await _wait(waiter, timeout)
+        if timeout is None:
+            await waiter
+            return
+        # One lazily re-armed timer per connection instead of one per read: a stream waits
+        # for each of its events, and the read timeout (minutes) almost never fires. A read
+        # only moves the deadline; the timer, when it fires early, re-arms for what is left.
+        self._read_deadline = deadline = self.loop.time() + timeout
+        if self._read_timer is None or deadline < self._read_timer.when():
+            if self._read_timer is not None:
+                self._read_timer.cancel()
+            self._read_timer = self.loop.call_at(deadline, self._check_read_deadline)
+        try:
+            await waiter
+        finally:
+            self._read_deadline = None
+
+    def _check_read_deadline(self) -> None:
+        self._read_timer = None
+        deadline = self._read_deadline
+        if deadline is None:
+            return  # no read waiting: the next one arms a timer again
+        if self.loop.time() < deadline:
+            self._read_timer = self.loop.call_at(deadline, self._check_read_deadline)
+            return
+        waiter, self._read_waiter = self._read_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(_Expired())
+
+    def cancel_timers(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
 
     async def wait_drained(self, timeout: float | None) -> None:
         waiter = self._drain_waiter = self.loop.create_future()
