@@ -29,6 +29,7 @@ from meshproxy_core.headers import content_length, redacted
 from meshproxy_core.records import Ending, UsageRecord, UsageSink
 
 from .admin import AdminAPI
+from .client_transport import ClientStream, serve_accepted
 from .live_settings import LiveSettings
 from .recording import Recorder
 from .relay import ClientGone, UpstreamPool, UpstreamTimeouts, handle_request
@@ -39,6 +40,8 @@ log = logging.getLogger("meshproxy.server")
 http_log = logging.getLogger("meshproxy.http")
 
 _READ_SIZE = 65536
+
+ClientByteStream = anyio.abc.SocketStream | ClientStream
 
 
 @attrs.frozen
@@ -97,7 +100,7 @@ class Server:
         try:
             async with anyio.create_task_group() as connections:
                 async with anyio.create_task_group() as acceptor:
-                    acceptor.start_soon(listener.serve, self._handle, connections)
+                    acceptor.start_soon(self._accept, listener, connections)
                     if handle_signals:
                         acceptor.start_soon(self._watch_signals)
                     task_status.started(self.port)
@@ -108,6 +111,13 @@ class Server:
         finally:
             await self.pool.aclose()
             self._stopped.set()
+
+    async def _accept(
+        self, listener: anyio.abc.Listener[anyio.abc.SocketStream], connections: anyio.abc.TaskGroup
+    ) -> None:
+        # Connections on asyncio transports (client_transport); anyio's own streams elsewhere.
+        if not await serve_accepted(listener, self._handle, connections):
+            await listener.serve(self._handle, connections)
 
     def shutdown(self) -> None:
         self._stopping.set()
@@ -131,7 +141,7 @@ class Server:
         for connection in list(self._connections):
             connection.cancel_for_shutdown()
 
-    async def _handle(self, stream: anyio.abc.SocketStream) -> None:
+    async def _handle(self, stream: ClientByteStream) -> None:
         if self._stopping.is_set() or len(self._connections) >= self.limits.max_connections:
             await stream.aclose()
             return
@@ -179,7 +189,7 @@ class _Connection:
     request was a tenth of the server's CPU (docs/performance.md).
     """
 
-    def __init__(self, server: Server, stream: anyio.abc.SocketStream) -> None:
+    def __init__(self, server: Server, stream: ClientByteStream) -> None:
         self.server = server
         self.stream = stream
         self.h11 = h11.Connection(

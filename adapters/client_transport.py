@@ -1,0 +1,226 @@
+"""The built-in server's client connections on asyncio transports.
+
+Owns: accepting connections on the sockets of an anyio listener when the event loop is asyncio,
+and `ClientStream`, the byte stream a connection is served over: reads from a buffer the
+transport fills (with read-side flow control), writes straight to the transport (waiting only
+when the kernel pushes back), half-close, close. It raises anyio's stream exceptions
+(`EndOfStream`, `BrokenResourceError`, `ClosedResourceError`), so the server's code is the same
+over it and over anyio's own socket streams (its fallback when the loop is not asyncio).
+
+Does not own: HTTP (server.py with h11), timeouts (the server's cancel scopes), or which
+connections to accept (the server's limits).
+
+Why not anyio's socket stream: profiles of a streamed response (docs/performance.md) put about
+two fifths of the built-in server's CPU in it: every `send` is a checkpoint (a walk up the cancel
+scopes, a shielded scope, and a trip through the event loop), and every `receive` that waits
+re-registers the socket with epoll twice. A stream of 50 events paid that 50 times; uvicorn,
+which writes to its transport directly, streamed the same responses for about two thirds of the
+CPU. Cancellation still works: every wait here is on an asyncio future, which anyio's cancel
+scopes cancel like any other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import anyio.abc
+
+__all__ = ["ClientStream", "serve_accepted"]
+
+# Read-side flow control, as in upstream_transport: a client that pipelines or uploads faster
+# than the request loop reads is paused by the kernel's receive window.
+_HIGH_WATER = 256 * 1024
+_LOW_WATER = 64 * 1024
+
+
+class _ClientProtocol(asyncio.Protocol):
+    """Buffers what the client sends until the server reads it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.eof = False
+        self.error: BaseException | None = None
+        self.read_paused = False
+        self.write_paused = False
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if len(self.buffer) > _HIGH_WATER and not self.read_paused and self.transport:
+            self.read_paused = True
+            self.transport.pause_reading()
+        self._wake(self._take_read_waiter())
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake(self._take_read_waiter())
+        return True  # keep our side open: a response may still be written after a half-close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        self.error = exc
+        self._wake(self._take_read_waiter())
+        self._wake(self._take_drain_waiter())
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._wake(self._take_drain_waiter())
+
+    def take(self, max_bytes: int) -> bytes:
+        data = bytes(self.buffer[:max_bytes])
+        del self.buffer[:max_bytes]
+        if self.read_paused and len(self.buffer) <= _LOW_WATER and self.transport:
+            self.read_paused = False
+            self.transport.resume_reading()
+        return data
+
+    async def wait_readable(self) -> None:
+        self._read_waiter = self.loop.create_future()
+        await self._read_waiter
+
+    async def wait_drained(self) -> None:
+        self._drain_waiter = self.loop.create_future()
+        await self._drain_waiter
+
+    def _take_read_waiter(self) -> asyncio.Future[None] | None:
+        waiter, self._read_waiter = self._read_waiter, None
+        return waiter
+
+    def _take_drain_waiter(self) -> asyncio.Future[None] | None:
+        waiter, self._drain_waiter = self._drain_waiter, None
+        return waiter
+
+    @staticmethod
+    def _wake(waiter: asyncio.Future[None] | None) -> None:
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class ClientStream:
+    """One accepted client connection: the part of `anyio.abc.SocketStream` the server uses."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: _ClientProtocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self._closed = False
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        protocol = self._protocol
+        while not protocol.buffer:
+            if self._closed:
+                raise anyio.ClosedResourceError
+            if protocol.eof:
+                if protocol.error is not None:
+                    raise anyio.BrokenResourceError from protocol.error
+                raise anyio.EndOfStream
+            await protocol.wait_readable()
+        return protocol.take(max_bytes)
+
+    async def send(self, item: bytes) -> None:
+        self._check_writable()
+        self._transport.write(item)
+        if self._protocol.write_paused:
+            await self._protocol.wait_drained()
+            self._check_writable()
+
+    async def send_eof(self) -> None:
+        if self._transport.can_write_eof() and not self._transport.is_closing():
+            with contextlib.suppress(OSError):
+                self._transport.write_eof()
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._transport.close()
+            # A reader waiting on this connection learns that this side closed it.
+            self._protocol._wake(self._protocol._take_read_waiter())
+
+    def _check_writable(self) -> None:
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if self._protocol.error is not None or self._transport.is_closing():
+            raise anyio.BrokenResourceError from self._protocol.error
+
+
+Handler = Callable[[Any], Awaitable[None]]
+
+
+async def serve_accepted(
+    listener: anyio.abc.Listener[Any], handler: Handler, task_group: anyio.abc.TaskGroup
+) -> bool:
+    """Accept on `listener`'s sockets and serve each connection as a `ClientStream` in
+    `task_group`. Returns False at once when it cannot (the loop is not asyncio, or the
+    listener has no raw sockets): the caller then uses `listener.serve`. Otherwise runs until
+    cancelled."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    sockets = _raw_sockets(listener)
+    if not sockets:
+        return False
+    async with anyio.create_task_group() as acceptors:
+        for sock in sockets:
+            acceptors.start_soon(_accept_loop, loop, sock, handler, task_group)
+    return True
+
+
+async def _accept_loop(
+    loop: asyncio.AbstractEventLoop,
+    sock: socket.socket,
+    handler: Handler,
+    task_group: anyio.abc.TaskGroup,
+) -> None:
+    while True:
+        try:
+            conn, _ = await loop.sock_accept(sock)
+        except (ConnectionAbortedError, ConnectionResetError):
+            continue  # the client gave up before it was accepted
+        except OSError as exc:
+            if exc.errno in _OUT_OF_RESOURCES:
+                # Out of file descriptors or buffers: back off, as anyio's listener does,
+                # instead of spinning on a socket that stays readable.
+                await anyio.sleep(0.1)
+                continue
+            raise
+        if conn.family in (socket.AF_INET, socket.AF_INET6):
+            # asyncio sets this only on sockets whose proto says TCP, and an accepted socket
+            # inherits the listener's 0. Without it, Nagle holds a response's last small
+            # write until the client's delayed ACK: 40 ms per response.
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport, protocol = await loop.connect_accepted_socket(
+            lambda: _ClientProtocol(loop), conn
+        )
+        assert isinstance(transport, asyncio.Transport)
+        assert isinstance(protocol, _ClientProtocol)
+        task_group.start_soon(handler, ClientStream(transport, protocol))
+
+
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+def _raw_sockets(listener: anyio.abc.Listener[Any]) -> list[socket.socket]:
+    listeners = getattr(listener, "listeners", [listener])
+    sockets = []
+    for one in listeners:
+        raw = one.extra(anyio.abc.SocketAttribute.raw_socket, None)
+        if not isinstance(raw, socket.socket):
+            return []
+        sockets.append(raw)
+    return sockets
