@@ -30,6 +30,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+from anyio.streams.tls import TLSListener
 
 __all__ = ["ClientStream", "serve_accepted"]
 
@@ -216,9 +217,13 @@ _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.
 
 
 def _raw_sockets(listener: anyio.abc.Listener[Any]) -> list[socket.socket]:
+    """The listening sockets, when accepting on them directly serves the same bytes the
+    listener would: plain TCP only (a TLS listener passes `raw_socket` through too)."""
     listeners = getattr(listener, "listeners", [listener])
     sockets = []
     for one in listeners:
+        if isinstance(one, TLSListener):
+            return []
         raw = one.extra(anyio.abc.SocketAttribute.raw_socket, None)
         if not isinstance(raw, socket.socket):
             return []
