@@ -38,6 +38,10 @@ __all__ = ["ClientStream", "serve_accepted"]
 # than the request loop reads is paused by the kernel's receive window.
 _HIGH_WATER = 256 * 1024
 _LOW_WATER = 64 * 1024
+# After `aclose`, how long bytes still buffered for a slow client may take to leave before the
+# connection is aborted: a response's tail is not cut at once, and a client that never reads
+# does not hold a socket forever.
+_FLUSH_TIMEOUT = 5.0
 
 
 class _ClientProtocol(asyncio.Protocol):
@@ -146,11 +150,16 @@ class ClientStream:
                 self._transport.write_eof()
 
     async def aclose(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._transport.close()
-            # A reader waiting on this connection learns that this side closed it.
-            self._protocol._wake(self._protocol._take_read_waiter())
+        if self._closed:
+            return
+        self._closed = True
+        transport = self._transport
+        transport.close()  # sends what is buffered first, then closes
+        if transport.get_write_buffer_size():
+            self._protocol.loop.call_later(_FLUSH_TIMEOUT, transport.abort)
+        # A reader or writer waiting on this connection learns that this side closed it.
+        self._protocol._wake(self._protocol._take_read_waiter())
+        self._protocol._wake(self._protocol._take_drain_waiter())
 
     def _check_writable(self) -> None:
         if self._closed:
