@@ -1,9 +1,9 @@
 """The built-in server's client connections on asyncio transports.
 
 Owns: accepting connections on the sockets of an anyio listener when the event loop is asyncio,
-and `ClientStream`, the byte stream a connection is served over: reads from a buffer the
-transport fills (with read-side flow control), writes straight to the transport (waiting only
-when the kernel pushes back), half-close, close. It raises anyio's stream exceptions
+and `ClientStream`, the byte stream a connection is served over: reads from the buffer of a
+`buffered_protocol.BufferedProtocol`, writes straight to the transport (waiting only when the
+kernel pushes back), half-close, close (with a bounded flush). It raises anyio's stream exceptions
 (`EndOfStream`, `BrokenResourceError`, `ClosedResourceError`), so the server's code is the same
 over it and over anyio's own socket streams (its fallback when the loop is not asyncio).
 
@@ -32,89 +32,26 @@ import anyio
 import anyio.abc
 from anyio.streams.tls import TLSListener
 
+from .buffered_protocol import BufferedProtocol
+
 __all__ = ["ClientStream", "serve_accepted"]
 
-# Read-side flow control, as in upstream_transport: a client that pipelines or uploads faster
-# than the request loop reads is paused by the kernel's receive window.
-_HIGH_WATER = 256 * 1024
-_LOW_WATER = 64 * 1024
 # After `aclose`, how long bytes still buffered for a slow client may take to leave before the
 # connection is aborted: a response's tail is not cut at once, and a client that never reads
 # does not hold a socket forever.
 _FLUSH_TIMEOUT = 5.0
 
 
-class _ClientProtocol(asyncio.Protocol):
+class _ClientProtocol(BufferedProtocol):
     """Buffers what the client sends until the server reads it."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
-        self.eof = False
-        self.error: BaseException | None = None
-        self.read_paused = False
-        self.write_paused = False
-        self._read_waiter: asyncio.Future[None] | None = None
-        self._drain_waiter: asyncio.Future[None] | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        if len(self.buffer) > _HIGH_WATER and not self.read_paused and self.transport:
-            self.read_paused = True
-            self.transport.pause_reading()
-        self._wake(self._take_read_waiter())
-
-    def eof_received(self) -> bool:
-        self.eof = True
-        self._wake(self._take_read_waiter())
-        return True  # keep our side open: a response may still be written after a half-close
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.eof = True
-        self.error = exc
-        self._wake(self._take_read_waiter())
-        self._wake(self._take_drain_waiter())
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        self._wake(self._take_drain_waiter())
-
-    def take(self, max_bytes: int) -> bytes:
-        data = bytes(self.buffer[:max_bytes])
-        del self.buffer[:max_bytes]
-        if self.read_paused and len(self.buffer) <= _LOW_WATER and self.transport:
-            self.read_paused = False
-            self.transport.resume_reading()
-        return data
+    KEEP_OPEN_ON_EOF = True  # a response may still be written after the client's half-close
 
     async def wait_readable(self) -> None:
-        self._read_waiter = self.loop.create_future()
-        await self._read_waiter
+        await self.read_waiter()
 
     async def wait_drained(self) -> None:
-        self._drain_waiter = self.loop.create_future()
-        await self._drain_waiter
-
-    def _take_read_waiter(self) -> asyncio.Future[None] | None:
-        waiter, self._read_waiter = self._read_waiter, None
-        return waiter
-
-    def _take_drain_waiter(self) -> asyncio.Future[None] | None:
-        waiter, self._drain_waiter = self._drain_waiter, None
-        return waiter
-
-    @staticmethod
-    def _wake(waiter: asyncio.Future[None] | None) -> None:
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        await self.drain_waiter()
 
 
 class ClientStream:
@@ -158,8 +95,8 @@ class ClientStream:
         if transport.get_write_buffer_size():
             self._protocol.loop.call_later(_FLUSH_TIMEOUT, transport.abort)
         # A reader or writer waiting on this connection learns that this side closed it.
-        self._protocol._wake(self._protocol._take_read_waiter())
-        self._protocol._wake(self._protocol._take_drain_waiter())
+        self._protocol.wake_reader()
+        self._protocol.wake_writer()
 
     def _check_writable(self) -> None:
         if self._closed:

@@ -2,12 +2,13 @@
 
 Owns: the bytes between httpcore and the provider's socket when the event loop is asyncio:
 connecting (with timeout and socket options), TLS through `loop.start_tls`, reads and writes
-with httpcore's per-operation timeouts, read-side flow control, and answering httpcore's
-`is_readable` question (is an idle keep-alive connection dead?) from what the transport has
-already seen, without a syscall.
+with httpcore's per-operation timeouts (one lazily re-armed read timer per connection), and
+answering httpcore's `is_readable` question (is an idle keep-alive connection dead?) from what
+the transport has already seen, without a syscall.
 
-Does not own: HTTP (httpcore and h11 do that), pooling (httpcore's pool), or running under
-trio (the pool falls back to httpcore's own backend there: `backend_for_running_loop`).
+Does not own: the receive buffer and its flow control (buffered_protocol), HTTP (httpcore and
+h11), pooling (httpcore's pool), or running under trio (the pool falls back to httpcore's own
+backend there: `backend_for_running_loop`).
 
 Why not httpcore's default anyio backend: profiles of `meshproxy serve` (docs/performance.md)
 put about a sixth of the proxy's CPU per request in it: a cancel scope and an exception-mapping
@@ -22,92 +23,34 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import httpcore
+
+from .buffered_protocol import BufferedProtocol
 
 __all__ = ["AsyncioBackend", "backend_for_running_loop"]
 
 SocketOption = tuple[int, int, int | bytes] | tuple[int, int, None, int]
 
-# Read-side flow control: stop reading the socket when this much is buffered and unread (a
-# slow client is holding the relay back), resume below the low mark. The kernel's receive
-# window then pushes back on the provider, as it would without a proxy.
-_HIGH_WATER = 256 * 1024
-_LOW_WATER = 64 * 1024
 
+class _UpstreamProtocol(BufferedProtocol):
+    """Buffers what the socket delivers until httpcore reads it; times reads out."""
 
-class _UpstreamProtocol(asyncio.Protocol):
-    """Buffers what the socket delivers until httpcore reads it."""
+    KEEP_OPEN_ON_EOF = False  # HTTP/1.1 has no use for a half-open upstream
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
-        self.eof = False
-        self.error: BaseException | None = None
-        self.read_paused = False
-        # The transport reading was paused on. During `start_tls` bytes can arrive through the
-        # TLS layer before `transport` is switched to it; resuming must reach the same one.
-        self._paused_transport: asyncio.Transport | None = None
-        self.write_paused = False
-        self._read_waiter: asyncio.Future[None] | None = None
+        super().__init__(loop)
         self._read_deadline: float | None = None  # of the read waiting now, if any
         self._read_timer: asyncio.TimerHandle | None = None
-        self._drain_waiter: asyncio.Future[None] | None = None
-
-    # asyncio.Protocol callbacks
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        if len(self.buffer) > _HIGH_WATER and not self.read_paused and self.transport:
-            self.read_paused = True
-            self._paused_transport = self.transport
-            self.transport.pause_reading()
-        self._wake_reader()
-
-    def eof_received(self) -> bool:
-        self.eof = True
-        self._wake_reader()
-        return False  # close our side too: HTTP/1.1 has no use for a half-open upstream
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.eof = True
-        self.error = exc
         self.cancel_timers()
-        self._wake_reader()
-        waiter, self._drain_waiter = self._drain_waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc or ConnectionResetError("connection lost"))
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        waiter, self._drain_waiter = self._drain_waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    # what the stream uses
-
-    def take(self, max_bytes: int) -> bytes:
-        data = bytes(self.buffer[:max_bytes])
-        del self.buffer[:max_bytes]
-        if self.read_paused and len(self.buffer) <= _LOW_WATER:
-            self.read_paused = False
-            paused, self._paused_transport = self._paused_transport, None
-            if paused is not None:
-                paused.resume_reading()
-        return data
+        super().connection_lost(exc)
 
     async def wait_readable(self, timeout: float | None) -> None:
-        waiter = self._read_waiter = self.loop.create_future()
+        waiter = self.read_waiter()
         if timeout is None:
             await waiter
             return
@@ -142,13 +85,7 @@ class _UpstreamProtocol(asyncio.Protocol):
             self._read_timer = None
 
     async def wait_drained(self, timeout: float | None) -> None:
-        waiter = self._drain_waiter = self.loop.create_future()
-        await _wait(waiter, timeout)
-
-    def _wake_reader(self) -> None:
-        waiter, self._read_waiter = self._read_waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        await _wait(self.drain_waiter(), timeout)
 
 
 class _Expired(Exception):
@@ -200,13 +137,16 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         if self._transport.is_closing():
             raise httpcore.WriteError("upstream connection is closed")
         self._transport.write(buffer)
-        if self._protocol.write_paused:
+        protocol = self._protocol
+        if protocol.write_paused:
             try:
-                await self._protocol.wait_drained(timeout)
+                await protocol.wait_drained(timeout)
             except _Expired as exc:
                 raise httpcore.WriteTimeout("timed out writing to upstream") from exc
-            except OSError as exc:
-                raise httpcore.WriteError(_message(exc)) from exc
+            if protocol.error is not None:
+                raise httpcore.WriteError(_message(protocol.error)) from protocol.error
+            if self._transport.is_closing():
+                raise httpcore.WriteError("upstream connection closed")
 
     async def aclose(self) -> None:
         if self._transport.get_extra_info("ssl_object") is not None:
@@ -269,27 +209,17 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         socket_options: Iterable[SocketOption] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         loop = asyncio.get_running_loop()
-        protocol = _UpstreamProtocol(loop)
-        try:
-            transport, _ = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: protocol,
-                    host,
-                    port,
-                    local_addr=(local_address, 0) if local_address else None,
-                ),
-                timeout,
-            )
-        except TimeoutError as exc:
-            raise httpcore.ConnectTimeout(f"timed out connecting to {host}:{port}") from exc
-        except OSError as exc:
-            raise httpcore.ConnectError(_message(exc)) from exc
+        local_addr = (local_address, 0) if local_address else None
+        transport, protocol = await _connect(
+            lambda factory: loop.create_connection(factory, host, port, local_addr=local_addr),
+            timeout,
+            f"{host}:{port}",
+        )
         sock = transport.get_extra_info("socket")
         # asyncio sets TCP_NODELAY on TCP transports already: a request head is not held back.
         for option in socket_options or ():
             if sock is not None:
                 sock.setsockopt(*option)
-        assert isinstance(transport, asyncio.Transport)
         return AsyncioStream(transport, protocol)
 
     async def connect_unix_socket(
@@ -299,20 +229,30 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         socket_options: Iterable[SocketOption] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         loop = asyncio.get_running_loop()
-        protocol = _UpstreamProtocol(loop)
-        try:
-            transport, _ = await asyncio.wait_for(
-                loop.create_unix_connection(lambda: protocol, path), timeout
-            )
-        except TimeoutError as exc:
-            raise httpcore.ConnectTimeout(f"timed out connecting to {path}") from exc
-        except OSError as exc:
-            raise httpcore.ConnectError(_message(exc)) from exc
-        assert isinstance(transport, asyncio.Transport)
+        transport, protocol = await _connect(
+            lambda factory: loop.create_unix_connection(factory, path), timeout, path
+        )
         return AsyncioStream(transport, protocol)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+
+async def _connect(
+    start: Callable[[Callable[[], _UpstreamProtocol]], Awaitable[tuple[Any, Any]]],
+    timeout: float | None,
+    target: str,
+) -> tuple[asyncio.Transport, _UpstreamProtocol]:
+    """Open a connection with `start(protocol_factory)`, httpcore's exceptions on failure."""
+    protocol = _UpstreamProtocol(asyncio.get_running_loop())
+    try:
+        transport, _ = await asyncio.wait_for(start(lambda: protocol), timeout)
+    except TimeoutError as exc:
+        raise httpcore.ConnectTimeout(f"timed out connecting to {target}") from exc
+    except OSError as exc:
+        raise httpcore.ConnectError(_message(exc)) from exc
+    assert isinstance(transport, asyncio.Transport)
+    return transport, protocol
 
 
 def _message(exc: BaseException) -> str:

@@ -25,9 +25,8 @@ import anyio.abc
 import pytest
 
 from meshproxy.adapters import client_transport
+from meshproxy.adapters.buffered_protocol import HIGH_WATER, LOW_WATER
 from meshproxy.adapters.client_transport import (
-    _HIGH_WATER,
-    _LOW_WATER,
     ClientStream,
     serve_accepted,
 )
@@ -374,7 +373,7 @@ def test_read_side_flow_control() -> None:
                 # The server reads nothing: the protocol must stop reading the socket.
                 await wait_until(lambda: protocol.read_paused)
                 buffered = len(protocol.buffer)
-                assert _HIGH_WATER < buffered <= _HIGH_WATER + SOCKET_READ
+                assert HIGH_WATER < buffered <= HIGH_WATER + SOCKET_READ
                 for _ in range(20):  # paused means no more data_received calls
                     await asyncio.sleep(0)
                 assert len(protocol.buffer) == buffered
@@ -386,10 +385,10 @@ def test_read_side_flow_control() -> None:
                     chunk = await step(stream.receive(64 * 1024))
                     assert chunk
                     received += chunk
-                    assert len(protocol.buffer) <= _HIGH_WATER + SOCKET_READ
+                    assert len(protocol.buffer) <= HIGH_WATER + SOCKET_READ
                     if was_paused and not protocol.read_paused:
                         resumed = True  # only once the reader brought it down to the low mark
-                        assert len(protocol.buffer) <= _LOW_WATER
+                        assert len(protocol.buffer) <= LOW_WATER
                 assert resumed
                 assert received == payload
                 await step(sent)

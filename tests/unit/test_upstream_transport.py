@@ -26,9 +26,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from meshproxy.adapters.buffered_protocol import HIGH_WATER, LOW_WATER
 from meshproxy.adapters.upstream_transport import (
-    _HIGH_WATER,
-    _LOW_WATER,
     AsyncioBackend,
     AsyncioStream,
     backend_for_running_loop,
@@ -533,7 +532,7 @@ def test_read_side_flow_control() -> None:
                 # The client reads nothing: the protocol must stop reading the socket.
                 await wait_until(lambda: protocol.read_paused)
                 buffered = len(protocol.buffer)
-                assert _HIGH_WATER < buffered <= _HIGH_WATER + SOCKET_READ
+                assert HIGH_WATER < buffered <= HIGH_WATER + SOCKET_READ
                 for _ in range(20):  # paused means no more data_received calls
                     await asyncio.sleep(0)
                 assert len(protocol.buffer) == buffered
@@ -545,10 +544,10 @@ def test_read_side_flow_control() -> None:
                     chunk = await stream.read(64 * 1024, timeout=STEP)
                     assert chunk
                     received += chunk
-                    assert len(protocol.buffer) <= _HIGH_WATER + SOCKET_READ
+                    assert len(protocol.buffer) <= HIGH_WATER + SOCKET_READ
                     if was_paused and not protocol.read_paused:
                         resumed = True  # only once the reader brought it down to the low mark
-                        assert len(protocol.buffer) <= _LOW_WATER
+                        assert len(protocol.buffer) <= LOW_WATER
                 assert resumed
                 assert received == payload
                 await step(sent)
@@ -682,13 +681,13 @@ def test_tls_read_side_flow_control(certificate: Certificate) -> None:
             sent: asyncio.Future[None] | None = None
             # The TLS layer may hand over what it decrypted in one go: up to one socket read
             # before the pause, and what it kept buffered while paused plus one read after.
-            bound = _HIGH_WATER + 2 * SOCKET_READ
+            bound = HIGH_WATER + 2 * SOCKET_READ
             try:
                 writer.write(payload)
                 sent = asyncio.ensure_future(writer.drain())
                 await wait_until(lambda: protocol.read_paused)
                 buffered = len(protocol.buffer)
-                assert _HIGH_WATER < buffered <= bound
+                assert HIGH_WATER < buffered <= bound
                 for _ in range(20):  # paused: the TLS layer delivers nothing more
                     await asyncio.sleep(0)
                 assert len(protocol.buffer) == buffered
@@ -738,7 +737,7 @@ def test_tls_data_arriving_with_the_handshake_does_not_stall_the_connection(
             )
             protocol = stream._protocol  # type: ignore[attr-defined]
             try:
-                if len(protocol.buffer) <= _HIGH_WATER:
+                if len(protocol.buffer) <= HIGH_WATER:
                     pytest.skip("not enough data arrived during the handshake to need a pause")
                 received = bytearray()
                 while len(received) < total:
