@@ -95,6 +95,12 @@ class BufferedProtocol(asyncio.Protocol):
         self._drain_waiter = self.loop.create_future()
         return self._drain_waiter
 
+    def fail_reader(self, exc: BaseException) -> None:
+        """Raise `exc` in the reader waiting now, if any (its timeout passed)."""
+        waiter, self._read_waiter = self._read_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+
     def wake_reader(self) -> None:
         waiter, self._read_waiter = self._read_waiter, None
         _wake(waiter)

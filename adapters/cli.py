@@ -92,22 +92,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
 
     token = commands.add_parser("token", help="mint a dev room token")
-    token.add_argument("--room", required=True)
-    token.add_argument("--participant", required=True)
-    token.add_argument("--project", default="dev-project")
-    token.add_argument("--models", action="append", help="provider/model pattern (repeatable)")
-    token.add_argument("--ttl", type=float, default=3600.0, help="seconds")
+    _add_token_claims(token)
     token.add_argument("--session")
     token.add_argument("--kid")
     token.add_argument("--secret", help="signing secret (default: $MESHAGENT_SECRET)")
     token.set_defaults(run=_token)
 
     env = commands.add_parser("env", help="print the environment a room service needs")
-    env.add_argument("--room", required=True)
-    env.add_argument("--participant", required=True)
-    env.add_argument("--project", default="dev-project")
-    env.add_argument("--models", action="append", help="provider/model pattern (repeatable)")
-    env.add_argument("--ttl", type=float, default=3600.0, help="token lifetime in seconds")
+    _add_token_claims(env)
     env.add_argument("--session", help="session id (default: a new one)")
     env.add_argument("--proxy-url", default=f"http://127.0.0.1:{DEFAULT_PORT}")
     env.add_argument("--secret", help="signing secret (default: $MESHAGENT_SECRET)")
@@ -145,6 +137,15 @@ def _settings(cls: type, data: Any, table: str) -> Any:
         return cls(**values)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"[{table}]: {exc}") from exc
+
+
+def _add_token_claims(parser: argparse.ArgumentParser) -> None:
+    """The claims `token` and `env` both mint a room token from."""
+    parser.add_argument("--room", required=True)
+    parser.add_argument("--participant", required=True)
+    parser.add_argument("--project", default="dev-project")
+    parser.add_argument("--models", action="append", help="provider/model pattern (repeatable)")
+    parser.add_argument("--ttl", type=float, default=3600.0, help="token lifetime in seconds")
 
 
 def _token(args: argparse.Namespace) -> int:

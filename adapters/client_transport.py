@@ -47,12 +47,6 @@ class _ClientProtocol(BufferedProtocol):
 
     KEEP_OPEN_ON_EOF = True  # a response may still be written after the client's half-close
 
-    async def wait_readable(self) -> None:
-        await self.read_waiter()
-
-    async def wait_drained(self) -> None:
-        await self.drain_waiter()
-
 
 class ClientStream:
     """One accepted client connection: the part of `anyio.abc.SocketStream` the server uses."""
@@ -71,14 +65,14 @@ class ClientStream:
                 if protocol.error is not None:
                     raise anyio.BrokenResourceError from protocol.error
                 raise anyio.EndOfStream
-            await protocol.wait_readable()
+            await protocol.read_waiter()
         return protocol.take(max_bytes)
 
     async def send(self, item: bytes) -> None:
         self._check_writable()
         self._transport.write(item)
         if self._protocol.write_paused:
-            await self._protocol.wait_drained()
+            await self._protocol.drain_waiter()
             self._check_writable()
 
     async def send_eof(self) -> None:
@@ -106,6 +100,8 @@ class ClientStream:
 
 
 Handler = Callable[[Any], Awaitable[None]]
+
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 async def serve_accepted(
@@ -146,20 +142,24 @@ async def _accept_loop(
                 await anyio.sleep(0.1)
                 continue
             raise
-        if conn.family in (socket.AF_INET, socket.AF_INET6):
-            # asyncio sets this only on sockets whose proto says TCP, and an accepted socket
-            # inherits the listener's 0. Without it, Nagle holds a response's last small
-            # write until the client's delayed ACK: 40 ms per response.
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        transport, protocol = await loop.connect_accepted_socket(
-            lambda: _ClientProtocol(loop), conn
-        )
-        assert isinstance(transport, asyncio.Transport)
-        assert isinstance(protocol, _ClientProtocol)
-        task_group.start_soon(handler, ClientStream(transport, protocol))
+        try:
+            stream = await _client_stream(loop, conn)
+        except OSError:
+            conn.close()  # gone between accept and setup: nothing to serve
+            continue
+        task_group.start_soon(handler, stream)
 
 
-_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+async def _client_stream(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> ClientStream:
+    if conn.family in (socket.AF_INET, socket.AF_INET6):
+        # asyncio sets this only on sockets whose proto says TCP, and an accepted socket
+        # inherits the listener's 0. Without it, Nagle holds a response's last small write
+        # until the client's delayed ACK: 40 ms per response.
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    transport, protocol = await loop.connect_accepted_socket(lambda: _ClientProtocol(loop), conn)
+    assert isinstance(transport, asyncio.Transport)
+    assert isinstance(protocol, _ClientProtocol)
+    return ClientStream(transport, protocol)
 
 
 def _raw_sockets(listener: anyio.abc.Listener[Any]) -> list[socket.socket]:

@@ -46,7 +46,7 @@ class _UpstreamProtocol(BufferedProtocol):
         self._read_timer: asyncio.TimerHandle | None = None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.cancel_timers()
+        self._cancel_read_timer()
         super().connection_lost(exc)
 
     async def wait_readable(self, timeout: float | None) -> None:
@@ -75,11 +75,9 @@ class _UpstreamProtocol(BufferedProtocol):
         if self.loop.time() < deadline:
             self._read_timer = self.loop.call_at(deadline, self._check_read_deadline)
             return
-        waiter, self._read_waiter = self._read_waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(_Expired())
+        self.fail_reader(_Expired())
 
-    def cancel_timers(self) -> None:
+    def _cancel_read_timer(self) -> None:
         if self._read_timer is not None:
             self._read_timer.cancel()
             self._read_timer = None

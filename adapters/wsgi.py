@@ -118,11 +118,9 @@ class MeshProxyWSGI:
         and the server's `close()` (client gone) closes the upstream response too."""
         try:
             yield from self._stream(exchange, context, forward, start_response)
-        except GeneratorExit:
-            exchange.abandon(Ending.CLIENT_GONE, now=self.clock())
-            raise
         finally:
-            exchange.abandon(Ending.CLIENT_GONE, now=self.clock())  # no-op once finished
+            # Closed before the end (GeneratorExit) means the client left; a no-op otherwise.
+            exchange.abandon(Ending.CLIENT_GONE, now=self.clock())
             self.recorder.emit(context, exchange.record)
 
     def _stream(

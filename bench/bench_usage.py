@@ -101,6 +101,18 @@ def responses_stream(deltas: int) -> bytes:
     return "".join(events).encode()
 
 
+# A typical non-streamed chat completion body.
+CHAT_COMPLETION = json.dumps(
+    {
+        "id": "c",
+        "object": "chat.completion",
+        "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi " * 80}}],
+        "usage": {"prompt_tokens": 60, "completion_tokens": 80, "total_tokens": 140},
+    }
+).encode()
+
+
 def chunks_of(data: bytes) -> list[bytes]:
     return [data[i : i + CHUNK] for i in range(0, len(data), CHUNK)]
 
@@ -169,20 +181,12 @@ def record_rows(n: int) -> None:
     request = json.dumps(
         {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello " * 50}]}
     ).encode()
-    response = json.dumps(
-        {
-            "id": "c",
-            "object": "chat.completion",
-            "model": "gpt-4o-mini",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi " * 80}}],
-            "usage": {"prompt_tokens": 60, "completion_tokens": 80, "total_tokens": 140},
-        }
-    ).encode()
+    response = CHAT_COMPLETION
     response_headers = [(b"content-type", b"application/json")]
 
     def exchanges() -> None:
         for _ in range(n):
-            ex = proxy.exchange(now=1.0e9 if False else time.time())
+            ex = proxy.exchange(now=time.time())
             ex.request_head("POST", "/v1/chat/completions", headers, content_length=len(request))
             ex.request_body(request)
             ex.response_head(200, response_headers)

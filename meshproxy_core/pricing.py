@@ -105,6 +105,35 @@ _AUDIO_ROUNDING = ("exact", "up_to_second")
 # Exact arithmetic: a huge precision and a trap on Inexact, so nothing is ever rounded silently.
 _EXACT = Context(prec=200, traps=[Inexact, InvalidOperation, Overflow])
 
+
+class _Bill:
+    """The components of one cost as they are added, in exact arithmetic, and the units the
+    price book has no rate for."""
+
+    __slots__ = ("components", "missing", "total")
+
+    def __init__(self) -> None:
+        self.components: list[tuple[str, Decimal]] = []
+        self.missing: list[str] = []
+        self.total = _ZERO
+
+    def charge(
+        self, component: str, field: str, count: int | Decimal, per_unit: Decimal | None
+    ) -> None:
+        if not count:
+            return
+        if count < 0:
+            raise ValueError(f"negative usage: {field}={count}")
+        if per_unit is None:
+            self.missing.append(component)
+        else:
+            self.add(component, _EXACT.multiply(per_unit, count))
+
+    def add(self, component: str, amount: Decimal) -> None:
+        self.components.append((component, amount))
+        self.total = _EXACT.add(self.total, amount)
+
+
 # Endpoint kind -> alternative sets of rate keys; the endpoint can be priced if the entry has every
 # key of at least one set (or, for images, a per-image table). Kinds not listed are free
 # (models, count_tokens, input_tokens) or unknown.
@@ -394,80 +423,53 @@ class PriceBook:
             plan = _make_plan(entry, tier, level, batch, index.batch_multiplier)
             entry._plans[key] = plan
 
-        mul = _EXACT.multiply
-        add = _EXACT.add
-        components: list[tuple[str, Decimal]] = []
-        missing: list[str] = []
-        total = _ZERO
+        bill = _Bill()
         for component, field, per_unit in plan.tokens:
             count = getattr(usage, field)
-            if count:
-                if count < 0:
-                    raise ValueError(f"negative usage: {field}={count}")
-                if per_unit is None:
-                    missing.append(component)
-                else:
-                    amount = mul(per_unit, count)
-                    components.append((component, amount))
-                    total = add(total, amount)
+            if count:  # most fields are zero: skip the call
+                bill.charge(component, field, count, per_unit)
         if usage.images:
-            amount = _ZERO
-            priced = False
-            for image in usage.images:
-                if image.count < 0:
-                    raise ValueError(f"negative usage: images count={image.count}")
-                if image.count:
-                    price = entry.image_price(image.size, image.quality)
-                    if price is None:
-                        if "images" not in missing:
-                            missing.append("images")
-                    else:
-                        priced = True
-                        amount = add(amount, mul(price, image.count))
-            if priced:
-                components.append(("images", amount))
-                total = add(total, amount)
-        if usage.input_characters:
-            if usage.input_characters < 0:
-                raise ValueError(f"negative usage: input_characters={usage.input_characters}")
-            if plan.per_character is None:
-                missing.append("characters")
-            else:
-                amount = mul(plan.per_character, usage.input_characters)
-                components.append(("characters", amount))
-                total = add(total, amount)
+            self._charge_images(bill, entry, usage)
+        characters = usage.input_characters
+        if characters:
+            bill.charge("characters", "input_characters", characters, plan.per_character)
         seconds = usage.audio_seconds
         if seconds:
-            if seconds < 0:
-                raise ValueError(f"negative usage: audio_seconds={seconds}")
-            if plan.per_second is None:
-                missing.append("audio_seconds")
-            else:
-                if entry.audio_rounding == "up_to_second":
-                    # OpenAI bills whole seconds, rounding a fraction up (8.47 s -> 9 s).
-                    seconds = seconds.to_integral_value(rounding=ROUND_CEILING)
-                amount = mul(plan.per_second, seconds)
-                components.append(("audio_seconds", amount))
-                total = add(total, amount)
+            if seconds > 0 and entry.audio_rounding == "up_to_second":
+                # OpenAI bills whole seconds, rounding a fraction up (8.47 s -> 9 s).
+                seconds = seconds.to_integral_value(rounding=ROUND_CEILING)
+            bill.charge("audio_seconds", "audio_seconds", seconds, plan.per_second)
         for component, field, per_unit in plan.requests:
             count = getattr(usage, field)
-            if count:
-                if count < 0:
-                    raise ValueError(f"negative usage: {field}={count}")
-                if per_unit is None:
-                    missing.append(component)
-                else:
-                    amount = mul(per_unit, count)
-                    components.append((component, amount))
-                    total = add(total, amount)
+            if count:  # most fields are zero: skip the call
+                bill.charge(component, field, count, per_unit)
         return Cost(
-            total=total,
-            components=tuple(components),
+            total=bill.total,
+            components=tuple(bill.components),
             currency=self.currency,
             price_version=self.version,
-            incomplete=bool(missing),
-            missing_units=tuple(missing),
+            incomplete=bool(bill.missing),
+            missing_units=tuple(bill.missing),
         )
+
+    @staticmethod
+    def _charge_images(bill: _Bill, entry: PriceEntry, usage: Usage) -> None:
+        """Images are one component: each (size, quality) at its own price."""
+        amount = _ZERO
+        priced = False
+        for image in usage.images:
+            if image.count < 0:
+                raise ValueError(f"negative usage: images count={image.count}")
+            if image.count:
+                price = entry.image_price(image.size, image.quality)
+                if price is None:
+                    if "images" not in bill.missing:
+                        bill.missing.append("images")
+                else:
+                    priced = True
+                    amount = _EXACT.add(amount, _EXACT.multiply(price, image.count))
+        if priced:
+            bill.add("images", amount)
 
 
 def add_costs(costs: Iterable[Cost]) -> Cost:

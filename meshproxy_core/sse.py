@@ -147,7 +147,7 @@ class SSEParser:
     def at_event_boundary(self) -> bool:
         """True when every byte fed so far is accounted for: no partial line, no event being
         built, no BOM or CR decision pending. A meter may then read a chunk of whole events
-        with one scan instead of through the parser (`usage.common.QuietChunks`)."""
+        with one scan instead of through the parser ("quiet chunks" in `usage/common`)."""
         return not (
             self._at_start
             or self._skip_lf

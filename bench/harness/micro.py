@@ -18,7 +18,13 @@ import time
 from collections.abc import Callable
 
 from bench.bench_pricing import CASES
-from bench.bench_usage import anthropic_stream, chat_stream, chunks_of, responses_stream
+from bench.bench_usage import (
+    CHAT_COMPLETION,
+    anthropic_stream,
+    chat_stream,
+    chunks_of,
+    responses_stream,
+)
 from meshproxy_core.auth import HS256Verifier, mint_token
 from meshproxy_core.pricing import PriceBook
 from meshproxy_core.records import Usage
@@ -96,15 +102,7 @@ def meters(deltas: int) -> dict[str, float]:
 
         out[f"{name}_mb_s"] = len(data) / 1e6 / best_of(run)
         out[f"{name}_split_lines_mb_s"] = len(data) / 1e6 / best_of(split)
-    body = json.dumps(
-        {
-            "id": "c",
-            "object": "chat.completion",
-            "model": "gpt-4o-mini",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi " * 80}}],
-            "usage": {"prompt_tokens": 60, "completion_tokens": 80, "total_tokens": 140},
-        }
-    ).encode()
+    body = CHAT_COMPLETION
     facts = RequestFacts("openai", "chat.completions")
     reps = max(200, deltas // 10)
 

@@ -233,6 +233,33 @@ def test_accept_skips_aborted_connections_and_backs_off_when_out_of_descriptors(
     run(body)
 
 
+def test_a_connection_lost_during_setup_is_closed_and_accepting_goes_on() -> None:
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        real_setup = loop.connect_accepted_socket
+        failed: list[socket.socket] = []
+
+        async def flaky_setup(factory: Any, sock: socket.socket) -> Any:
+            if not failed:
+                failed.append(sock)
+                raise ConnectionResetError("reset before setup")
+            return await real_setup(factory, sock)
+
+        loop.connect_accepted_socket = flaky_setup  # type: ignore[method-assign]
+        try:
+            async with serving(echo) as served:
+                first_reader, _ = await served.open()
+                assert await step(first_reader.read()) == b""  # closed, not served
+                assert failed[0].fileno() == -1
+                reader, writer, _ = await served.connect()
+                writer.write(b"second")
+                assert await step(reader.readexactly(6)) == b"second"
+        finally:
+            del loop.connect_accepted_socket
+
+    run(body)
+
+
 def test_accept_raises_other_errors() -> None:
     async def body() -> None:
         loop = asyncio.get_running_loop()
